@@ -1,0 +1,111 @@
+"""Config schema and validation: every bad value is refused before any work or output.
+
+Hydra composes ``conf/config.yaml`` over this structured schema, so wrong *types*
+(``privacy.epsilon=abc``) and unknown group choices (``method=foo``) fail at composition with
+Hydra's message naming the key, the value and the options. :func:`validate` then checks ranges
+and combinations and raises :class:`~dpsynth.errors.ConfigError` with one message that names
+the key, the value received, what is allowed and what to do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from dpsynth.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+DATASET_OPTION_KEYS = ("sigma0_sq", "n_synthetic")  # harness keys in dataset YAMLs, not loader args
+
+
+def default_cache_root() -> str:
+    """``$DPSYNTH_DATA`` parent, else ``$XDG_CACHE_HOME/dpsynth``, else ``~/.cache/dpsynth``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "dpsynth")
+
+
+def default_data_dir() -> str:
+    return os.environ.get("DPSYNTH_DATA") or str(Path(default_cache_root()) / "data")
+
+
+if not OmegaConf.has_resolver("dpsynth_data_dir"):
+    OmegaConf.register_new_resolver("dpsynth_data_dir", default_data_dir)
+    OmegaConf.register_new_resolver("dpsynth_cache_root", default_cache_root)
+
+
+@dataclass
+class PrivacyConfig:
+    epsilon: float = MISSING
+    delta: float = 1e-5
+    accountant: str = "rdp"
+
+
+@dataclass
+class Config:
+    """Top-level schema; group contents (dataset, method, eval, ...) are free-form dicts whose
+    ``_target_`` names the code that reads them."""
+
+    dataset: Any = MISSING
+    method: Any = MISSING
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    eval: Any = MISSING
+    logger: Any = None
+    trainer: Any = field(default_factory=dict)
+    seed: int = 0
+    data_dir: str = MISSING
+    cache_dir: str = MISSING
+    resume: bool = False
+    progress: Any = None
+
+
+ConfigStore.instance().store(name="config_schema", node=Config)
+
+ACCOUNTANTS = ("rdp", "pld")
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the YAMLs in ``conf/<group>/``: the valid choices for that group."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def validate(cfg: DictConfig, *, private: bool) -> None:
+    """Range and combination checks that types alone cannot express.
+
+    Args:
+        cfg: the composed config.
+        private: whether the chosen method claims differential privacy (ε must be finite).
+    """
+    eps, delta = cfg.privacy.epsilon, cfg.privacy.delta
+    if private:
+        if not (eps > 0 and math.isfinite(eps)):
+            raise ConfigError(
+                f"privacy.epsilon: got {eps}; a DP method needs a finite ε > 0 "
+                "(e.g. privacy=eps1 or privacy.epsilon=1). For a non-private reference row use "
+                "method=nonprivate_gan."
+            )
+        if not 0 < delta < 1:
+            raise ConfigError(
+                f"privacy.delta: got {delta}; allowed: 0 < δ < 1 (the papers use 1e-5)."
+            )
+    if cfg.privacy.accountant not in ACCOUNTANTS:
+        raise ConfigError(
+            f"privacy.accountant: got {cfg.privacy.accountant!r}; allowed: "
+            f"{', '.join(ACCOUNTANTS)}."
+        )
+    if cfg.seed < 0:
+        raise ConfigError(f"seed: got {cfg.seed}; must be a non-negative integer.")
+    n_syn = cfg.dataset.get("n_synthetic")
+    if n_syn is not None and int(n_syn) < 1:
+        raise ConfigError(f"dataset.n_synthetic: got {n_syn}; must be a positive integer.")
+    for group in ("dataset", "method", "eval"):
+        if "_target_" not in cfg[group]:
+            raise ConfigError(
+                f"{group}: the config has no _target_; choose one of {group_options(group)} "
+                f"(e.g. {group}={group_options(group)[0]})."
+            )

@@ -1,0 +1,126 @@
+"""The interface every synthesis method implements, and what the pipeline hands it.
+
+Two kinds of method exist. *One-shot* methods (PEARL, DP-MERF) touch the private data once,
+in :meth:`Method.release`, and train from the :class:`~dpsynth.privacy.release.Release`
+alone in :meth:`Method.train` — the pipeline never passes them the data there. *Private
+training* methods (DP-SGD GANs) spend privacy during training, in
+:meth:`Method.train_private`, through their own library accountant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from dpsynth.data.base import Dataset, DataSpec, Kind
+from dpsynth.errors import ConfigError
+from dpsynth.privacy.release import Ledger, Release, ReleaseCache
+
+
+@dataclass(frozen=True)
+class PrivacySpec:
+    """The budget a run was asked to meet."""
+
+    epsilon: float
+    delta: float
+    accountant: str = "rdp"
+
+
+@dataclass
+class RunContext:
+    """Everything about a run that is not private data and not the method's own config.
+
+    Attributes:
+        seed: run seed (generator init, codes, public frequencies unless configured).
+        run_dir: the run's output folder (checkpoints go in ``run_dir/checkpoints``).
+        cache: release cache; ``None`` disables caching.
+        dataset_id: public description of the dataset config, part of release cache keys.
+        dataset_options: dataset-level public hyper-parameters (e.g. ``sigma0_sq``).
+        trainer: Lightning trainer options (accelerator, devices, progress bar, ...).
+        logger: a Lightning logger or ``None``.
+        progress: show progress bars (None = only when interactive).
+    """
+
+    seed: int
+    run_dir: Path
+    cache: ReleaseCache | None = None
+    dataset_id: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    logger: Any = None
+    progress: bool | None = None
+
+
+@dataclass
+class Synthesizer:
+    """A trained generator plus the public label distribution to sample from.
+
+    Attributes:
+        generator: maps (code (B, code_dim), labels (B,)) → records (B, *shape).
+        code_dim: latent code size.
+        label_probs: (C,) label distribution for tabular sampling (released or uniform).
+        spec: public dataset metadata.
+    """
+
+    generator: nn.Module
+    code_dim: int
+    label_probs: np.ndarray
+    spec: DataSpec
+
+    @torch.inference_mode()
+    def sample(self, n: int, *, seed: int, batch_size: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+        """Draw n records: uniform labels for images (the published protocol), released
+        proportions for tables. Returns (x (n, *shape) float32, y (n,) int64)."""
+        rng = np.random.default_rng(seed)
+        c = self.spec.num_classes
+        if self.spec.kind == "image":
+            y = np.arange(n) % c  # exactly balanced: 6,000 per class for 60k
+        else:
+            y = rng.choice(c, size=n, p=self.label_probs)
+        y = np.sort(y).astype(np.int64)
+        gen = torch.Generator().manual_seed(seed)
+        self.generator.eval()
+        device = next(self.generator.parameters()).device
+        out = []
+        for start in range(0, n, batch_size):
+            yb = torch.as_tensor(y[start : start + batch_size], device=device)
+            code = torch.randn(len(yb), self.code_dim, generator=gen).to(device)
+            out.append(self.generator(code, yb).float().cpu())
+        x = torch.cat(out).reshape(n, *self.spec.shape).numpy()
+        return x, y
+
+
+class Method:
+    """Base class. Subclasses set the class variables and implement one training path."""
+
+    name: ClassVar[str] = ""
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"image", "tabular"})
+    one_shot: ClassVar[bool] = True
+    private: ClassVar[bool] = True
+
+    def check(self, spec: DataSpec) -> None:
+        """Refuse an unsupported method × dataset combination before any work starts."""
+        if spec.kind not in self.kinds:
+            raise ConfigError(
+                f"method={self.name} does not support dataset={spec.name} (kind {spec.kind!r}); "
+                f"it supports {sorted(self.kinds)} data. Choose another method or dataset."
+            )
+
+    def release(self, data: Dataset, privacy: PrivacySpec, ctx: RunContext) -> Release:
+        """One-shot methods: the only step that reads private data."""
+        raise NotImplementedError(f"{self.name} is not a one-shot method")
+
+    def train(self, release: Release, spec: DataSpec, ctx: RunContext) -> Synthesizer:
+        """One-shot methods: post-processing of the release only."""
+        raise NotImplementedError(f"{self.name} is not a one-shot method")
+
+    def train_private(
+        self, data: Dataset, privacy: PrivacySpec, ctx: RunContext
+    ) -> tuple[Synthesizer, Ledger]:
+        """Private-training methods: train under their own accountant."""
+        raise NotImplementedError(f"{self.name} does not train on private data directly")

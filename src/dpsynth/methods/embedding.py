@@ -1,0 +1,89 @@
+"""Characteristic-function / random-Fourier-feature embeddings shared by PEARL and DP-MERF.
+
+Both methods (Liew et al., ICLR 2022; Harder et al., AISTATS 2021) embed a record x ∈ R^d as
+
+    z(x) = [cos(T x); sin(T x)] / √k,      T ∈ R^{k×d},  rows t_i ~ N(0, I / σ0²),
+
+so ‖z(x)‖₂ = 1: the real and imaginary parts of the empirical characteristic function at k
+public frequencies (equivalently, sphere random Fourier features of a Gaussian kernel). The
+class-conditional mean embedding E = (1/n) Σ_j z(x_j) ⊗ onehot(y_j) ∈ R^{2k×C} moves by at most
+2/n in Frobenius norm when one record is replaced — the sensitivity of the release.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def draw_frequencies(k: int, dim: int, sigma0_sq: float, seed: int) -> torch.Tensor:
+    """Public frequencies T (k, dim) with rows ~ N(0, I/σ0²), reproducible from ``seed``.
+
+    The seed is public and independent of the data, so T costs no privacy.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randn(k, dim, generator=g) / float(np.sqrt(sigma0_sq))  # (k, d)
+
+
+def cf_features(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Unit-norm CF features z(x): (N, d) × (k, d) → (N, 2k)."""
+    proj = x @ freqs.T  # (N, k)
+    k = freqs.shape[0]
+    return torch.cat([torch.cos(proj), torch.sin(proj)], dim=1) / float(np.sqrt(k))  # (N, 2k)
+
+
+def class_embedding(
+    x: np.ndarray,
+    y: np.ndarray,
+    freqs: torch.Tensor,
+    num_classes: int,
+    chunk: int = 8192,
+) -> np.ndarray:
+    """Exact class-conditional mean embedding E (2k, C) of private data.
+
+    Privacy: this is the *pre-noise* statistic; its L2 (Frobenius) sensitivity under
+    replace-one is 2/n because every record contributes a unit-norm column block scaled by 1/n.
+    Only a one-shot release (``privacy.release.gaussian_release``) may consume the result.
+
+    Computed as onehot(y)ᵀ z(X) in row chunks: one GEMM for the projection, one skinny GEMM
+    for the class sums, no (N, 2k, C) outer-product tensor.
+    """
+    n = x.shape[0]
+    k = freqs.shape[0]
+    out = torch.zeros(num_classes, 2 * k, dtype=torch.float64)
+    labels = torch.as_tensor(y, dtype=torch.long)
+    with torch.inference_mode():
+        for start in range(0, n, chunk):
+            xb = torch.as_tensor(x[start : start + chunk]).reshape(-1, freqs.shape[1]).float()
+            z = cf_features(xb, freqs)  # (b, 2k)
+            onehot = torch.nn.functional.one_hot(labels[start : start + chunk], num_classes)
+            out += (onehot.T.float() @ z).double()  # (C, 2k)
+    return (out / n).T.numpy()  # (2k, C)
+
+
+def class_proportions(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Exact class proportions n_c / n (C,).
+
+    Privacy: pre-noise statistic; L2 sensitivity √2/n under replace-one (one count −1, one +1).
+    """
+    return np.bincount(y, minlength=num_classes).astype(np.float64) / len(y)
+
+
+def batch_embedding(
+    x: torch.Tensor, y: torch.Tensor, freqs: torch.Tensor, class_weights: torch.Tensor
+) -> torch.Tensor:
+    """Differentiable embedding of a generated batch, comparable to the released one.
+
+    Column c is ``class_weights[c] × mean_{j: y_j = c} z(x_j)``, i.e. (n_c/n)·CF_c as in the
+    released E, with n_c/n replaced by the released (or public uniform) proportions.
+
+    Args:
+        x: generated records (B, d). y: their labels (B,). freqs: (k, d).
+        class_weights: (C,) proportions the released embedding is scaled by.
+    Returns: (2k, C).
+    """
+    num_classes = class_weights.shape[0]
+    z = cf_features(x, freqs)  # (B, 2k)
+    onehot = torch.nn.functional.one_hot(y, num_classes).to(z.dtype)  # (B, C)
+    counts = onehot.sum(0).clamp_min(1.0)  # (C,)
+    return (z.T @ onehot) / counts * class_weights  # (2k, C)

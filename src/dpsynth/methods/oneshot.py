@@ -1,0 +1,361 @@
+"""Shared machinery of the one-shot embedding methods (DP-MERF, PEARL).
+
+Release (the mechanism, the only code here that reads private data):
+    E = (1/n) Σ_j z(x_j) ⊗ onehot(y_j)   with sensitivity 2/n,
+    p = (n_c / n)_c                       with sensitivity √2/n (only when class counts are
+                                          released), Gaussian noise calibrated by
+                                          ``privacy.release.gaussian_release`` for exactly the
+                                          statistics released.
+Training (post-processing, reads the :class:`Release` only): a Lightning loop that minimises
+
+    L = λ Σ_i w_i ℓ_i,   ℓ_i = Σ_c (Ẽ_re[i,c] − E_G,re[i,c])² + (Ẽ_im[i,c] − E_G,im[i,c])²,
+
+with w ≡ 1 for DP-MERF (so L = λ‖Ẽ − E_G‖²_F) and w = k·α(critic) for PEARL.
+
+References: Harder, Adamczewski, Park, "DP-MERF", AISTATS 2021; Liew, Takahashi, Ueno,
+"PEARL", ICLR 2022.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
+
+from dpsynth.data.base import Dataset, DataSpec
+from dpsynth.errors import ConfigError, TrainingError
+from dpsynth.methods.base import Method, PrivacySpec, RunContext, Synthesizer
+from dpsynth.methods.embedding import (
+    batch_embedding,
+    class_embedding,
+    class_proportions,
+    draw_frequencies,
+)
+from dpsynth.methods.generators import ConvGenerator, TabularGenerator
+from dpsynth.privacy.release import Release, Statistic, fingerprint, gaussian_release
+
+ClassCounts = Literal["auto", "release", "uniform"]
+
+
+class _Steps(IterableDataset):
+    """An endless stream of step indices: the generator's input is sampled inside the step."""
+
+    def __iter__(self) -> Iterator[int]:
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+
+def released_class_weights(release: Release, num_classes: int) -> np.ndarray:
+    """Class proportions the generator should match: the released ones (post-processed onto the
+    simplex) if counts were released, else the public uniform assumption."""
+    if "proportions" not in release.statistics:
+        return np.full(num_classes, 1.0 / num_classes)
+    p = np.clip(release["proportions"].astype(np.float64), 0.0, None)
+    if p.sum() <= 0:
+        return np.full(num_classes, 1.0 / num_classes)
+    return p / p.sum()
+
+
+class EmbeddingMatcher(pl.LightningModule):
+    """Trains a generator to match a released class-conditional CF embedding.
+
+    Only tensors derived from the release (target embedding, class weights) and public
+    parameters (frequencies, sizes) are held: the private data are not reachable from here.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        freqs: torch.Tensor,  # (k, d)
+        target: torch.Tensor,  # (2k, C) released embedding
+        class_weights: torch.Tensor,  # (C,)
+        *,
+        code_dim: int,
+        batch_size: int,
+        lr: float,
+        max_steps: int,
+        scheduler: str,
+        loss_scale: float,
+        critic: nn.Module | None = None,
+        critic_lr: float = 0.01,
+        critic_every: int = 5,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator, self.critic = generator, critic
+        self.register_buffer("freqs", freqs)
+        self.register_buffer("target", target)
+        self.register_buffer("class_weights", class_weights)
+        self.code_dim, self.batch_size, self.lr = code_dim, batch_size, lr
+        self.max_steps, self.scheduler_name, self.loss_scale = max_steps, scheduler, loss_scale
+        self.critic_lr, self.critic_every = critic_lr, critic_every
+        self.num_classes = class_weights.shape[0]
+
+    def weights(self) -> torch.Tensor:
+        """w_i (k,), mean 1: uniform without a critic, k·α_i with one."""
+        k = self.freqs.shape[0]
+        if self.critic is None:
+            return torch.ones(k, device=self.freqs.device)
+        return k * self.critic(self.freqs)
+
+    def generate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch with balanced labels (their proportions are applied as class weights)."""
+        b = self.batch_size
+        labels = torch.arange(b, device=self.device) % self.num_classes  # (B,)
+        code = torch.randn(b, self.code_dim, device=self.device)  # (B, code)
+        return self.generator(code, labels).reshape(b, -1), labels  # (B, d), (B,)
+
+    def cf_loss(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """λ Σ_i w_i Σ_c |Ẽ_{i,c} − E_G,{i,c}|² over real and imaginary parts."""
+        k = self.freqs.shape[0]
+        diff = self.target - batch_embedding(x, y, self.freqs, self.class_weights)  # (2k, C)
+        per_freq = (diff[:k] ** 2 + diff[k:] ** 2).sum(dim=1)  # (k,)
+        return self.loss_scale * (w * per_freq).sum()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        opts = self.optimizers()
+        gen_opt = opts[0] if isinstance(opts, list) else opts
+        x, y = self.generate()
+        loss = self.cf_loss(x, y, self.weights().detach())
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"generator loss became {loss.item()} at step {self.global_step}; "
+                "lower method.lr or check the release (a non-finite value stops the run)."
+            )
+        gen_opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        gen_opt.step()
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+        if self.critic is not None and (batch_idx + 1) % self.critic_every == 0:
+            # The critic ascends the weighted distance on a fresh generated batch.
+            with torch.no_grad():
+                xc, yc = self.generate()
+            critic_loss = -self.cf_loss(xc, yc, self.weights())
+            opts[1].zero_grad(set_to_none=True)
+            self.manual_backward(critic_loss)
+            opts[1].step()
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        gen_opt = torch.optim.Adam(self.generator.parameters(), lr=self.lr)
+        opts: list[torch.optim.Optimizer] = [gen_opt]
+        if self.critic is not None:
+            opts.append(torch.optim.Adam(self.critic.parameters(), lr=self.critic_lr))
+        if self.scheduler_name == "constant":
+            return opts
+        if self.scheduler_name == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(gen_opt, T_max=self.max_steps)
+        else:  # "step": DP-MERF's ×0.9 per tenth of training
+            sched = torch.optim.lr_scheduler.StepLR(
+                gen_opt, step_size=max(1, self.max_steps // 10), gamma=0.9
+            )
+        return opts, [{"scheduler": sched, "interval": "step"}]
+
+
+class EmbeddingMethod(Method):
+    """A one-shot CF-embedding method; DP-MERF and PEARL differ only in the critic."""
+
+    one_shot = True
+    schedulers = ("constant", "step", "cosine")
+
+    def __init__(
+        self,
+        *,
+        num_features: int = 1500,
+        sigma0_sq: float | None = None,
+        freq_seed: int | None = None,
+        class_counts: ClassCounts = "auto",
+        steps: int = 3000,
+        batch_size: int = 100,
+        lr: float = 0.01,
+        scheduler: str = "constant",
+        loss_scale: float = 1.0,
+        code_dim: int = 5,
+        hidden: int = 200,
+        base_channels: int = 16,
+        mid_channels: int = 8,
+        tabular_code_dim: int = 16,
+        tabular_width: int = 0,
+        checkpoint_every: int = 500,
+    ) -> None:
+        if class_counts not in ("auto", "release", "uniform"):
+            raise ConfigError(
+                f"method.class_counts: got {class_counts!r}; allowed: auto, release, uniform."
+            )
+        if scheduler not in self.schedulers:
+            raise ConfigError(
+                f"method.scheduler: got {scheduler!r}; allowed: {', '.join(self.schedulers)}."
+            )
+        for key, value in (("num_features", num_features), ("steps", steps),
+                           ("batch_size", batch_size)):
+            if int(value) < 1:
+                raise ConfigError(f"method.{key}: got {value}; must be a positive integer.")
+        if not lr > 0:
+            raise ConfigError(f"method.lr: got {lr}; must be > 0.")
+        self.num_features, self.sigma0_sq, self.freq_seed = num_features, sigma0_sq, freq_seed
+        self.class_counts = class_counts
+        self.steps, self.batch_size, self.lr, self.scheduler = steps, batch_size, lr, scheduler
+        self.loss_scale, self.code_dim = loss_scale, code_dim
+        self.hidden, self.base_channels, self.mid_channels = hidden, base_channels, mid_channels
+        self.tabular_code_dim, self.tabular_width = tabular_code_dim, tabular_width
+        self.checkpoint_every = checkpoint_every
+
+    # ------------------------------------------------------------------ public parameters
+
+    def _sigma0_sq(self, ctx: RunContext) -> float:
+        value = self.sigma0_sq if self.sigma0_sq is not None else ctx.dataset_options.get(
+            "sigma0_sq"
+        )
+        if value is None or not float(value) > 0:
+            raise ConfigError(
+                f"method.sigma0_sq / dataset.sigma0_sq: got {value}; the frequency scale must be "
+                "a positive public constant (set it in conf/dataset/<name>.yaml), never "
+                "computed from the private data."
+            )
+        return float(value)
+
+    def release_counts(self, spec: DataSpec) -> bool:
+        """Whether class proportions are released: decided from public metadata only."""
+        if self.class_counts == "auto":
+            return not spec.balanced
+        return self.class_counts == "release"
+
+    def public_params(self, spec: DataSpec, ctx: RunContext) -> dict[str, Any]:
+        return {
+            "method": self.name,
+            "num_features": int(self.num_features),
+            "sigma0_sq": self._sigma0_sq(ctx),
+            "freq_seed": int(self.freq_seed if self.freq_seed is not None else ctx.seed),
+            "release_counts": self.release_counts(spec),
+            "dim": spec.dim,
+            "num_classes": spec.num_classes,
+        }
+
+    # ------------------------------------------------------------------ mechanism
+
+    def release(self, data: Dataset, privacy: PrivacySpec, ctx: RunContext) -> Release:
+        """Privacy: (ε, δ)-DP by ``gaussian_release`` over the embedding (Δ₂ = 2/n) and, when
+        released, the class proportions (Δ₂ = √2/n); everything else is public."""
+        spec = data.spec
+        public = self.public_params(spec, ctx)
+
+        def build() -> Release:
+            t0 = time.perf_counter()
+            n = data.n_train
+            freqs = draw_frequencies(
+                public["num_features"], spec.dim, public["sigma0_sq"], public["freq_seed"]
+            )
+            x = data.train_x.reshape(n, -1)
+            stats = [Statistic("embedding", class_embedding(x, data.train_y, freqs,
+                                                            spec.num_classes), 2.0 / n)]
+            if public["release_counts"]:
+                props = class_proportions(data.train_y, spec.num_classes)
+                stats.append(Statistic("proportions", props, math.sqrt(2.0) / n))
+            rel = gaussian_release(
+                stats,
+                epsilon=privacy.epsilon,
+                delta=privacy.delta,
+                accountant=privacy.accountant,
+                public={**public, "n": n},
+            )
+            rel.public["release_seconds"] = time.perf_counter() - t0
+            return rel
+
+        if ctx.cache is None:
+            return build()
+        parts = {
+            **public,
+            "dataset": ctx.dataset_id,
+            "data": fingerprint(data.train_x, data.train_y),
+            "privacy": vars(privacy),
+            "seed": ctx.seed,
+        }
+        return ctx.cache.get_or_create(parts, build)
+
+    # ------------------------------------------------------------------ post-processing
+
+    def make_generator(self, spec: DataSpec) -> tuple[nn.Module, int]:
+        if spec.kind == "image":
+            gen = ConvGenerator(
+                spec.shape, spec.num_classes, self.code_dim, self.hidden,
+                self.base_channels, self.mid_channels,
+            )
+            return gen, self.code_dim
+        return TabularGenerator(spec, spec.num_classes, self.tabular_code_dim,
+                                self.tabular_width), self.tabular_code_dim
+
+    def make_critic(self, spec: DataSpec, sigma0_sq: float) -> nn.Module | None:
+        """PEARL overrides this; DP-MERF has no critic."""
+        return None
+
+    def train(self, release: Release, spec: DataSpec, ctx: RunContext) -> Synthesizer:
+        """Post-processing: reads ``release`` and public ``spec`` only."""
+        pub = release.public
+        pl.seed_everything(ctx.seed, workers=True, verbose=False)
+        freqs = draw_frequencies(pub["num_features"], pub["dim"], pub["sigma0_sq"],
+                                 pub["freq_seed"])
+        weights = released_class_weights(release, spec.num_classes)
+        generator, code_dim = self.make_generator(spec)
+        module = EmbeddingMatcher(
+            generator,
+            freqs,
+            torch.as_tensor(release["embedding"], dtype=torch.float32),
+            torch.as_tensor(weights, dtype=torch.float32),
+            code_dim=code_dim,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            max_steps=self.steps,
+            scheduler=self.scheduler,
+            loss_scale=self.loss_scale,
+            critic=self.make_critic(spec, pub["sigma0_sq"]),
+            **self.critic_options(),
+        )
+        fit(module, self.steps, ctx, self.checkpoint_every)
+        return Synthesizer(module.generator.cpu(), code_dim, weights, spec)
+
+    def critic_options(self) -> dict[str, Any]:
+        return {}
+
+
+def fit(module: pl.LightningModule, steps: int, ctx: RunContext, checkpoint_every: int) -> None:
+    """Run Lightning for ``steps`` steps, checkpointing so a killed run resumes where it was."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    ckpt_dir = ctx.run_dir / "checkpoints"
+    callbacks = []
+    if checkpoint_every > 0:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                                         every_n_train_steps=checkpoint_every))
+    opts = {"accelerator": "auto", "devices": 1, "log_every_n_steps": 50, **ctx.trainer}
+    progress = opts.pop("enable_progress_bar", None)
+    if progress is None:
+        progress = ctx.progress
+    trainer = pl.Trainer(
+        max_steps=steps,
+        logger=ctx.logger if ctx.logger is not None else False,
+        callbacks=callbacks,
+        enable_checkpointing=bool(callbacks),
+        enable_progress_bar=bool(progress),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(ctx.run_dir),
+        **opts,
+    )
+    last = ckpt_dir / "last.ckpt"
+    trainer.fit(
+        module,
+        train_dataloaders=DataLoader(_Steps(), batch_size=None),
+        ckpt_path=str(last) if last.exists() else None,
+    )

@@ -1,0 +1,192 @@
+"""The run, top to bottom as the data flow: load private data → release (privacy spent here,
+and only here, for one-shot methods) → train the generator from the release → sample →
+evaluate → write results.
+
+Each stage is one function; :func:`run` only calls them in order and times them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dpsynth.config import DATASET_OPTION_KEYS, validate
+from dpsynth.data.base import Dataset
+from dpsynth.errors import ConfigError, DpsynthError, PrivacyError
+from dpsynth.methods.base import Method, PrivacySpec, RunContext, Synthesizer
+from dpsynth.privacy.release import Ledger, ReleaseCache
+from dpsynth.records import (
+    config_hash,
+    git_sha,
+    versions,
+    write_json,
+    write_sample_grid,
+    write_samples_npz,
+    write_table_csv,
+)
+
+log = logging.getLogger("dpsynth")
+
+
+def build_method(cfg: DictConfig) -> Method:
+    method = instantiate(cfg.method, _convert_="all")
+    if not isinstance(method, Method):
+        raise ConfigError(
+            f"method._target_: {cfg.method._target_} is not a dpsynth Method subclass."
+        )
+    return method
+
+
+def load_data(cfg: DictConfig) -> Dataset:
+    """Private data enters the process here and goes only to the mechanism."""
+    loader_cfg = {k: v for k, v in cfg.dataset.items() if k not in DATASET_OPTION_KEYS}
+    return instantiate(OmegaConf.create(loader_cfg), _convert_="all")
+
+
+def make_context(cfg: DictConfig, run_dir: Path) -> RunContext:
+    dataset_id = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()
+        if k not in DATASET_OPTION_KEYS and k not in ("root", "download")
+    }
+    logger = None
+    if cfg.logger and "_target_" in cfg.logger:
+        logger = instantiate(cfg.logger, save_dir=str(run_dir))
+    return RunContext(
+        seed=int(cfg.seed),
+        run_dir=run_dir,
+        cache=ReleaseCache(Path(cfg.cache_dir) / "releases"),
+        dataset_id=dataset_id,
+        dataset_options={k: cfg.dataset.get(k) for k in DATASET_OPTION_KEYS},
+        trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
+        logger=logger,
+        progress=cfg.progress,
+    )
+
+
+def train_generator(
+    method: Method, data: Dataset, privacy: PrivacySpec, ctx: RunContext, timings: dict
+) -> tuple[Synthesizer, Ledger]:
+    """Spend the budget and train. For one-shot methods the trainer never receives ``data``."""
+    t0 = time.perf_counter()
+    if method.one_shot:
+        release = method.release(data, privacy, ctx)
+        timings["release"] = time.perf_counter() - t0
+        spec = data.spec
+        t0 = time.perf_counter()
+        synth = method.train(release, spec, ctx)  # post-processing: release + public spec only
+        timings["train"] = time.perf_counter() - t0
+        return synth, release.ledger
+    synth, ledger = method.train_private(data, privacy, ctx)
+    timings["train"] = time.perf_counter() - t0
+    return synth, ledger
+
+
+def check_ledger(ledger: Ledger, privacy: PrivacySpec, method: Method) -> None:
+    """Refuse to report numbers the accountant does not back."""
+    if not method.private:
+        return
+    if not math.isfinite(ledger.epsilon_spent) or ledger.epsilon_spent > privacy.epsilon * (
+        1 + 1e-6
+    ):
+        raise PrivacyError(
+            f"the accountant reports ε spent = {ledger.epsilon_spent} > target "
+            f"{privacy.epsilon}; no results are reported for this run."
+        )
+
+
+def collapse_flags(x: np.ndarray) -> list[str]:
+    """Flag a mode-collapsed generator: every sample (almost) identical."""
+    flat = x.reshape(len(x), -1)
+    return ["mode_collapse"] if float(flat.std(axis=0).max()) < 1e-4 else []
+
+
+def write_synthetic(run_dir: Path, data: Dataset, x: np.ndarray, y: np.ndarray) -> None:
+    if data.spec.kind == "image":
+        write_samples_npz(run_dir / "samples.npz", x, y)
+        write_sample_grid(run_dir / "samples.png", x, y, data.spec.num_classes)
+    else:
+        write_table_csv(run_dir / "synthetic.csv", data.encoder.decode(x, y))
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Execute one run into ``run_dir``; returns the metrics.json content."""
+    method = build_method(cfg)  # constructor validates the method's own options
+    validate(cfg, private=method.private)
+    privacy = PrivacySpec(
+        float(cfg.privacy.epsilon), float(cfg.privacy.delta), str(cfg.privacy.accountant)
+    )
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    record: dict[str, Any] = {
+        "schema_version": 1,
+        "status": "running",
+        "method": method.name,
+        "dataset": None,
+        "seed": int(cfg.seed),
+        "config_hash": config_hash(resolved),
+        "privacy": {"epsilon": privacy.epsilon, "delta": privacy.delta,
+                    "accountant": privacy.accountant, "epsilon_spent": None, "releases": []},
+        "metrics": {},
+        "higher_is_better": {},
+        "flags": [],
+        "timings": {},
+        "git_sha": git_sha(),
+        "versions": versions(),
+    }
+    timings = record["timings"]
+    start = time.perf_counter()
+    t0 = time.perf_counter()
+    data = load_data(cfg)
+    timings["load"] = time.perf_counter() - t0
+    record["dataset"] = data.spec.name
+    method.check(data.spec)
+    evaluator = instantiate(cfg.eval, _convert_="all")
+
+    # From here on outputs exist: any failure is recorded as such, never left half-written.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", resolved)
+    try:
+        ctx = make_context(cfg, run_dir)
+        synth, ledger = train_generator(method, data, privacy, ctx, timings)
+        check_ledger(ledger, privacy, method)
+        record["privacy"].update(
+            epsilon_spent=ledger.epsilon_spent,
+            releases=[vars(s) for s in ledger.spends],
+            cache_hit=ledger.cache_hit,
+        )
+        t0 = time.perf_counter()
+        n = int(cfg.dataset.get("n_synthetic") or data.n_train)
+        x, y = synth.sample(n, seed=int(cfg.seed) + 1)
+        timings["sample"] = time.perf_counter() - t0
+        record["flags"] = collapse_flags(x)
+        t0 = time.perf_counter()
+        metrics = evaluator(data, x, y, cache_dir=str(Path(cfg.cache_dir) / "eval"))
+        timings["evaluate"] = time.perf_counter() - t0
+        timings.update({f"evaluate/{k}": v for k, v in getattr(evaluator, "timings", {}).items()})
+        record["metrics"] = {k: float(v) for k, v in metrics.items()}
+        record["higher_is_better"] = {k: bool(evaluator.higher_is_better(k)) for k in metrics}
+        write_synthetic(run_dir, data, x, y)
+        if ctx.logger is not None:
+            ctx.logger.log_metrics({**record["metrics"],
+                                    "privacy/epsilon_spent": ledger.epsilon_spent})
+            ctx.logger.save()
+        record["status"] = "completed"
+    except BaseException as e:
+        record["status"] = "failed"
+        record["error"] = f"{type(e).__name__}: {e}"
+        if not isinstance(e, DpsynthError):
+            record["traceback"] = traceback.format_exc()
+        record["metrics"], record["higher_is_better"] = {}, {}
+        raise
+    finally:
+        timings["total"] = time.perf_counter() - start
+        write_json(run_dir / "metrics.json", record)
+    return record

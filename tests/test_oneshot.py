@@ -1,0 +1,146 @@
+"""Faithfulness of the one-shot methods (PEARL, DP-MERF) to their papers and to the privacy
+boundary: the generator trainer reads the release only."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+
+from dpsynth.data.base import Dataset, DataSpec
+from dpsynth.errors import ConfigError
+from dpsynth.methods.base import PrivacySpec, RunContext
+from dpsynth.methods.dpmerf import DPMERF
+from dpsynth.methods.embedding import batch_embedding, draw_frequencies
+from dpsynth.methods.oneshot import EmbeddingMatcher
+from dpsynth.methods.pearl import PEARL, FrequencyCritic, critic_weights
+
+
+def _tiny_images(n: int = 60, seed: int = 0, balanced: bool = True) -> Dataset:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.random((n, 1, 4, 4)).astype(np.float32) * 0.3 + y[:, None, None, None] * 0.3
+    spec = DataSpec("toy", "image", (1, 4, 4), 3, ("a", "b", "c"), balanced=balanced)
+    return Dataset(spec, x, y.astype(np.int64), x[:12].copy(), y[:12].astype(np.int64))
+
+
+def _ctx(tmp_path, seed: int = 0) -> RunContext:
+    return RunContext(seed=seed, run_dir=tmp_path, dataset_options={"sigma0_sq": 2.0},
+                      progress=False, trainer={"accelerator": "cpu"})
+
+
+def test_alpha_is_the_normalised_gaussian_density_ratio() -> None:
+    # α_i ∝ N(t_i; 0, diag(1/s)) / N(t_i; 0, I/σ0²), normalised over the k frequencies.
+    k, d, sigma0_sq = 50, 4, 3.0
+    freqs = draw_frequencies(k, d, sigma0_sq, seed=0).double()
+    s = torch.tensor([1.0, 2.5, 3.0, 6.0], dtype=torch.float64)
+    alpha = critic_weights(freqs, s, sigma0_sq).numpy()
+    target = multivariate_normal(np.zeros(d), np.diag(1 / s.numpy())).pdf(freqs.numpy())
+    proposal = multivariate_normal(np.zeros(d), np.eye(d) / sigma0_sq).pdf(freqs.numpy())
+    ratio = target / proposal
+    np.testing.assert_allclose(alpha, ratio / ratio.sum(), atol=1e-6, rtol=0)
+
+
+def test_critic_at_init_is_uniform() -> None:
+    freqs = draw_frequencies(30, 6, 5.0, seed=1)
+    alpha = FrequencyCritic(6, 5.0)(freqs)
+    torch.testing.assert_close(alpha, torch.full((30,), 1 / 30))
+
+
+def _matcher(critic: torch.nn.Module | None) -> EmbeddingMatcher:
+    torch.manual_seed(0)
+    freqs = draw_frequencies(20, 16, 2.0, seed=0)
+    gen = torch.nn.Sequential()  # unused: we call cf_loss directly
+    target = torch.randn(40, 3) * 0.1
+    return EmbeddingMatcher(gen, freqs, target, torch.full((3,), 1 / 3), code_dim=2,
+                            batch_size=6, lr=0.01, max_steps=1, scheduler="constant",
+                            loss_scale=1.0, critic=critic)
+
+
+def test_no_critic_gives_the_unweighted_cf_distance() -> None:
+    m = _matcher(None)
+    x, y = torch.rand(6, 16), torch.arange(6) % 3
+    emb = batch_embedding(x, y, m.freqs, m.class_weights)
+    unweighted = ((m.target - emb) ** 2).sum()  # DP-MERF's ‖Ẽ − E_G‖²_F
+    torch.testing.assert_close(m.cf_loss(x, y, m.weights()), unweighted)
+
+
+def test_critic_at_init_equals_no_critic_and_moves_weights() -> None:
+    with_critic = _matcher(FrequencyCritic(16, 2.0))
+    without = _matcher(None)
+    x, y = torch.rand(6, 16), torch.arange(6) % 3
+    torch.testing.assert_close(
+        with_critic.cf_loss(x, y, with_critic.weights()), without.cf_loss(x, y, without.weights())
+    )
+    # one ascent step of the critic increases the weighted loss
+    opt = torch.optim.Adam(with_critic.critic.parameters(), lr=0.05)
+    before = with_critic.cf_loss(x, y, with_critic.weights()).item()
+    for _ in range(5):
+        opt.zero_grad()
+        (-with_critic.cf_loss(x, y, with_critic.weights())).backward()
+        opt.step()
+    assert with_critic.cf_loss(x, y, with_critic.weights()).item() > before
+
+
+def test_class_counts_policy_is_public() -> None:
+    balanced = _tiny_images().spec
+    imbalanced = _tiny_images(balanced=False).spec
+    assert not PEARL(class_counts="auto").release_counts(balanced)
+    assert PEARL(class_counts="auto").release_counts(imbalanced)
+    assert PEARL(class_counts="release").release_counts(balanced)
+    assert not PEARL(class_counts="uniform").release_counts(imbalanced)
+    with pytest.raises(ConfigError, match="class_counts"):
+        PEARL(class_counts="sometimes")
+
+
+@pytest.mark.parametrize(("policy", "releases", "sigma"), [("uniform", 1, 4.05),
+                                                           ("release", 2, 5.72)])
+def test_release_calibrates_for_exactly_the_releases_made(
+    tmp_path, policy: str, releases: int, sigma: float
+) -> None:
+    data = _tiny_images()
+    rel = PEARL(num_features=8, class_counts=policy).release(
+        data, PrivacySpec(1.0, 1e-5), _ctx(tmp_path)
+    )
+    assert len(rel.ledger.spends) == releases
+    assert rel.ledger.spends[0].noise_multiplier == pytest.approx(sigma, rel=0.01)
+    assert rel.ledger.spends[0].sensitivity == pytest.approx(2 / data.n_train)
+    if releases == 2:
+        assert rel.ledger.spends[1].sensitivity == pytest.approx(math.sqrt(2) / data.n_train)
+    assert rel.ledger.epsilon_spent <= 1.0
+
+
+@pytest.mark.parametrize("method_cls", [PEARL, DPMERF])
+def test_training_reads_only_the_release(tmp_path, method_cls) -> None:
+    # Replace the private data by garbage after the release: training must not change.
+    data = _tiny_images()
+    method = method_cls(num_features=16, steps=12, batch_size=12, checkpoint_every=0)
+    rel = method.release(data, PrivacySpec(1.0, 1e-5), _ctx(tmp_path))
+    first = method.train(rel, data.spec, _ctx(tmp_path / "a"))
+    data.train_x[:] = np.nan
+    data.train_y[:] = -1
+    second = method.train(rel, data.spec, _ctx(tmp_path / "b"))
+    for p, q in zip(first.generator.parameters(), second.generator.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    x, y = second.sample(30, seed=0)
+    assert x.shape == (30, 1, 4, 4) and np.isfinite(x).all()
+    assert np.bincount(y).tolist() == [10, 10, 10]
+
+
+def test_cached_release_reused_with_one_spend(tmp_path) -> None:
+    from dpsynth.privacy.release import ReleaseCache
+
+    data = _tiny_images()
+    ctx = _ctx(tmp_path)
+    ctx.cache = ReleaseCache(tmp_path / "cache")
+    method = PEARL(num_features=8)
+    a = method.release(data, PrivacySpec(1.0, 1e-5), ctx)
+    b = method.release(data, PrivacySpec(1.0, 1e-5), ctx)
+    assert not a.ledger.cache_hit and b.ledger.cache_hit
+    assert len(b.ledger.spends) == 1
+    np.testing.assert_array_equal(a["embedding"], b["embedding"])
+    c = method.release(data, PrivacySpec(2.0, 1e-5), ctx)  # another budget → another release
+    assert not c.ledger.cache_hit
