@@ -28,8 +28,13 @@ def _tiny_images(n: int = 60, seed: int = 0, balanced: bool = True) -> Dataset:
 
 
 def _ctx(tmp_path, seed: int = 0) -> RunContext:
-    return RunContext(seed=seed, run_dir=tmp_path, dataset_options={"sigma0_sq": 2.0},
-                      progress=False, trainer={"accelerator": "cpu"})
+    return RunContext(
+        seed=seed,
+        run_dir=tmp_path,
+        dataset_options={"sigma0_sq": 2.0},
+        progress=False,
+        trainer={"accelerator": "cpu"},
+    )
 
 
 def test_alpha_is_the_normalised_gaussian_density_ratio() -> None:
@@ -55,9 +60,19 @@ def _matcher(critic: torch.nn.Module | None) -> EmbeddingMatcher:
     freqs = draw_frequencies(20, 16, 2.0, seed=0)
     gen = torch.nn.Sequential()  # unused: we call cf_loss directly
     target = torch.randn(40, 3) * 0.1
-    return EmbeddingMatcher(gen, freqs, target, torch.full((3,), 1 / 3), code_dim=2,
-                            batch_size=6, lr=0.01, max_steps=1, scheduler="constant",
-                            loss_scale=1.0, critic=critic)
+    return EmbeddingMatcher(
+        gen,
+        freqs,
+        target,
+        torch.full((3,), 1 / 3),
+        code_dim=2,
+        batch_size=6,
+        lr=0.01,
+        max_steps=1,
+        scheduler="constant",
+        loss_scale=1.0,
+        critic=critic,
+    )
 
 
 def test_no_critic_gives_the_unweighted_cf_distance() -> None:
@@ -96,8 +111,9 @@ def test_class_counts_policy_is_public() -> None:
         PEARL(class_counts="sometimes")
 
 
-@pytest.mark.parametrize(("policy", "releases", "sigma"), [("uniform", 1, 4.05),
-                                                           ("release", 2, 5.72)])
+@pytest.mark.parametrize(
+    ("policy", "releases", "sigma"), [("uniform", 1, 4.05), ("release", 2, 5.72)]
+)
 def test_release_calibrates_for_exactly_the_releases_made(
     tmp_path, policy: str, releases: int, sigma: float
 ) -> None:

@@ -112,7 +112,9 @@ def test_release_noise_has_calibrated_scale_and_ledger() -> None:
     value = np.zeros((200, 50))
     rel = gaussian_release(
         [Statistic("e", value, 0.01), Statistic("p", np.zeros(10), 0.005)],
-        epsilon=1.0, delta=1e-5, rng=np.random.default_rng(0),
+        epsilon=1.0,
+        delta=1e-5,
+        rng=np.random.default_rng(0),
     )
     sigma = calibrate_noise_multiplier(epsilon=1.0, delta=1e-5, releases=2)
     assert rel["e"].std() == pytest.approx(sigma * 0.01, rel=0.02)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from dpsynth.config import CONF_DIR
 from dpsynth.errors import DpsynthError
@@ -28,10 +29,27 @@ def _remove_if_empty(path: Path) -> None:
         path.rmdir()
 
 
+def set_threads(hydra_cfg: DictConfig) -> None:
+    """Give each parallel job its share of the cores, so a joblib sweep doesn't oversubscribe
+    (torch's default of one thread per core in every job makes each step many times slower)."""
+    import torch
+
+    n_jobs = int(OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=1) or 1)
+    cores = os.cpu_count() or 1
+    parallel = cores if n_jobs < 0 else min(n_jobs, cores)
+    threads = max(1, cores // max(1, parallel))
+    if parallel > 1:
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
 def app(cfg: DictConfig) -> float | None:
     from dpsynth.pipeline import run  # heavy imports after Hydra has parsed the command line
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    set_threads(hydra_cfg)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         record = run(cfg, run_dir)
     except DpsynthError as e:
@@ -39,7 +57,17 @@ def app(cfg: DictConfig) -> float | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"dpsynth: error: {e}", file=sys.stderr)
+        if multirun:  # recorded in the job's metrics.json when it got that far; go on
+            return None
         sys.exit(EXIT_USER_ERROR)
+    except Exception as e:
+        if not multirun:
+            raise
+        print(f"dpsynth: job {run_dir} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+    if record.get("skipped"):
+        print(f"dpsynth: {run_dir} already completed with this config; skipped (resume=true)")
+        return None
     summary = ", ".join(f"{k}={v:.4g}" for k, v in record["metrics"].items())
     print(
         f"dpsynth: {record['method']} on {record['dataset']}: ε spent "

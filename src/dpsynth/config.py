@@ -9,6 +9,8 @@ the key, the value received, what is allowed and what to do.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -34,9 +36,47 @@ def default_data_dir() -> str:
     return os.environ.get("DPSYNTH_DATA") or str(Path(default_cache_root()) / "data")
 
 
+RESULT_NEUTRAL_KEYS = (
+    "hydra",
+    "logger",
+    "progress",
+    "resume",
+    "study",
+    "cache_dir",
+    "data_dir",
+    "trainer",
+)
+
+
+def config_id(resolved: dict[str, Any]) -> str:
+    """Short hash of everything in a resolved config that can change a run's results.
+
+    Paths, loggers and progress bars are left out, so the same experiment gets the same id
+    (and run folder) wherever its data live.
+    """
+    kept = {k: v for k, v in resolved.items() if k not in RESULT_NEUTRAL_KEYS}
+    blob = json.dumps(kept, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def _config_id_resolver(*, _root_: DictConfig) -> str:
+    body = {k: _root_[k] for k in _root_ if k not in RESULT_NEUTRAL_KEYS}
+    return config_id(OmegaConf.to_container(OmegaConf.create(body), resolve=True))
+
+
+def _wandb_offline() -> bool:
+    """Offline unless an API key is configured (env or ~/.netrc), so runs never block."""
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path.home() / ".netrc"
+    return not (netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+
+
 if not OmegaConf.has_resolver("dpsynth_data_dir"):
     OmegaConf.register_new_resolver("dpsynth_data_dir", default_data_dir)
     OmegaConf.register_new_resolver("dpsynth_cache_root", default_cache_root)
+    OmegaConf.register_new_resolver("dpsynth_config_id", _config_id_resolver)
+    OmegaConf.register_new_resolver("dpsynth_wandb_offline", _wandb_offline)
 
 
 @dataclass
@@ -60,7 +100,8 @@ class Config:
     seed: int = 0
     data_dir: str = MISSING
     cache_dir: str = MISSING
-    resume: bool = False
+    resume: bool = True
+    study: str = "adhoc"
     progress: Any = None
 
 

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dpsynth.config import DATASET_OPTION_KEYS, validate
+from dpsynth.config import DATASET_OPTION_KEYS, config_id, validate
 from dpsynth.data.base import Dataset
 from dpsynth.errors import ConfigError, DpsynthError, PrivacyError
+from dpsynth.loggers import emit_run
 from dpsynth.methods.base import Method, PrivacySpec, RunContext, Synthesizer
 from dpsynth.privacy.release import Ledger, ReleaseCache
 from dpsynth.records import (
-    config_hash,
     git_sha,
+    read_metrics,
     versions,
     write_json,
     write_sample_grid,
@@ -109,12 +112,27 @@ def collapse_flags(x: np.ndarray) -> list[str]:
     return ["mode_collapse"] if float(flat.std(axis=0).max()) < 1e-4 else []
 
 
-def write_synthetic(run_dir: Path, data: Dataset, x: np.ndarray, y: np.ndarray) -> None:
+def write_synthetic(
+    run_dir: Path, data: Dataset, x: np.ndarray, y: np.ndarray
+) -> pd.DataFrame | None:
+    """Images: ``samples.npz`` + a per-class ``samples.png``; tables: ``synthetic.csv`` decoded
+    to the original columns (returned for the loggers)."""
     if data.spec.kind == "image":
         write_samples_npz(run_dir / "samples.npz", x, y)
         write_sample_grid(run_dir / "samples.png", x, y, data.spec.num_classes)
-    else:
-        write_table_csv(run_dir / "synthetic.csv", data.encoder.decode(x, y))
+        return None
+    table = data.encoder.decode(x, y)
+    write_table_csv(run_dir / "synthetic.csv", table)
+    return table
+
+
+def completed_record(run_dir: Path, cid: str) -> dict[str, Any] | None:
+    """The run folder's metrics.json if it is a completed run of the same config."""
+    record = read_metrics(run_dir)
+    if record and record.get("status") == "completed" and record.get("config_hash") == cid:
+        record["skipped"] = True
+        return record
+    return None
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -125,15 +143,24 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         float(cfg.privacy.epsilon), float(cfg.privacy.delta), str(cfg.privacy.accountant)
     )
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    done = completed_record(run_dir, config_id(resolved)) if cfg.resume else None
+    if done is not None:
+        log.info("skipping %s: already completed with the same config (resume=true)", run_dir)
+        return done
     record: dict[str, Any] = {
         "schema_version": 1,
         "status": "running",
         "method": method.name,
         "dataset": None,
         "seed": int(cfg.seed),
-        "config_hash": config_hash(resolved),
-        "privacy": {"epsilon": privacy.epsilon, "delta": privacy.delta,
-                    "accountant": privacy.accountant, "epsilon_spent": None, "releases": []},
+        "config_hash": config_id(resolved),
+        "privacy": {
+            "epsilon": privacy.epsilon,
+            "delta": privacy.delta,
+            "accountant": privacy.accountant,
+            "epsilon_spent": None,
+            "releases": [],
+        },
         "metrics": {},
         "higher_is_better": {},
         "flags": [],
@@ -147,16 +174,19 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     data = load_data(cfg)
     timings["load"] = time.perf_counter() - t0
     record["dataset"] = data.spec.name
-    method.check(data.spec)
+    method.check(data.spec, {k: cfg.dataset.get(k) for k in DATASET_OPTION_KEYS})
     evaluator = instantiate(cfg.eval, _convert_="all")
 
     # From here on outputs exist: any failure is recorded as such, never left half-written.
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     write_json(run_dir / "config.json", resolved)
     try:
         ctx = make_context(cfg, run_dir)
         synth, ledger = train_generator(method, data, privacy, ctx, timings)
         check_ledger(ledger, privacy, method)
+        record["resumed_from_step"] = ctx.resumed_from_step
         record["privacy"].update(
             epsilon_spent=ledger.epsilon_spent,
             releases=[vars(s) for s in ledger.spends],
@@ -173,12 +203,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         timings.update({f"evaluate/{k}": v for k, v in getattr(evaluator, "timings", {}).items()})
         record["metrics"] = {k: float(v) for k, v in metrics.items()}
         record["higher_is_better"] = {k: bool(evaluator.higher_is_better(k)) for k in metrics}
-        write_synthetic(run_dir, data, x, y)
-        if ctx.logger is not None:
-            ctx.logger.log_metrics({**record["metrics"],
-                                    "privacy/epsilon_spent": ledger.epsilon_spent})
-            ctx.logger.save()
+        table = write_synthetic(run_dir, data, x, y)
         record["status"] = "completed"
+        if ctx.logger is not None:
+            timings["total"] = time.perf_counter() - start
+            emit_run(ctx.logger, record, resolved, run_dir, table)
     except BaseException as e:
         record["status"] = "failed"
         record["error"] = f"{type(e).__name__}: {e}"

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import platform
@@ -27,13 +26,23 @@ import numpy as np
 from dpsynth.privacy.release import atomic_write_bytes
 
 SCHEMA_VERSION = 1
-_PACKAGES = ("dpsynth", "torch", "pytorch-lightning", "dp-accounting", "opacus", "numpy",
-             "scikit-learn", "hydra-core", "torchmetrics")
+_PACKAGES = (
+    "dpsynth",
+    "torch",
+    "pytorch-lightning",
+    "dp-accounting",
+    "opacus",
+    "numpy",
+    "scikit-learn",
+    "hydra-core",
+    "torchmetrics",
+)
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_jsonable)
-                              + "\n").encode())
+    atomic_write_bytes(
+        path, (json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n").encode()
+    )
 
 
 def _jsonable(o: Any) -> Any:
@@ -56,17 +65,13 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def config_hash(resolved: dict[str, Any]) -> str:
-    """Hash of the resolved config minus keys that don't change results (paths, logger...)."""
-    ignore = {"logger", "progress", "resume", "cache_dir", "data_dir"}
-    kept = {k: v for k, v in resolved.items() if k not in ignore}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def git_sha() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
         return out.stdout.strip() or None
@@ -94,8 +99,9 @@ def write_table_csv(path: Path, frame: Any) -> None:
     atomic_write_bytes(path, frame.to_csv(index=False).encode())
 
 
-def write_sample_grid(path: Path, x: np.ndarray, y: np.ndarray, num_classes: int,
-                      per_class: int = 10) -> None:
+def write_sample_grid(
+    path: Path, x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int = 10
+) -> None:
     """A PNG with one row per class, ``per_class`` samples each. x: (N, C, H, W) in [0, 1]."""
     import torch
     from torchvision.utils import save_image

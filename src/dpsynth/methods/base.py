@@ -54,6 +54,7 @@ class RunContext:
     trainer: dict[str, Any] = field(default_factory=dict)
     logger: Any = None
     progress: bool | None = None
+    resumed_from_step: int | None = None  # set when training continued from a checkpoint
 
 
 @dataclass
@@ -103,8 +104,13 @@ class Method:
     one_shot: ClassVar[bool] = True
     private: ClassVar[bool] = True
 
-    def check(self, spec: DataSpec) -> None:
-        """Refuse an unsupported method × dataset combination before any work starts."""
+    def check(self, spec: DataSpec, dataset_options: dict[str, Any] | None = None) -> None:
+        """Refuse an unsupported method × dataset combination before any work starts.
+
+        Args:
+            spec: public metadata of the loaded dataset.
+            dataset_options: the dataset YAML's public constants (e.g. ``sigma0_sq``).
+        """
         if spec.kind not in self.kinds:
             raise ConfigError(
                 f"method={self.name} does not support dataset={spec.name} (kind {spec.kind!r}); "

@@ -37,7 +37,7 @@ def class_embedding(
     y: np.ndarray,
     freqs: torch.Tensor,
     num_classes: int,
-    chunk: int = 8192,
+    chunk: int = 16384,
 ) -> np.ndarray:
     """Exact class-conditional mean embedding E (2k, C) of private data.
 
@@ -52,12 +52,18 @@ def class_embedding(
     k = freqs.shape[0]
     out = torch.zeros(num_classes, 2 * k, dtype=torch.float64)
     labels = torch.as_tensor(y, dtype=torch.long)
+    freqs_t = freqs.T.contiguous().float()  # (d, k)
+    scale = 1.0 / float(np.sqrt(k))
     with torch.inference_mode():
         for start in range(0, n, chunk):
             xb = torch.as_tensor(x[start : start + chunk]).reshape(-1, freqs.shape[1]).float()
-            z = cf_features(xb, freqs)  # (b, 2k)
-            onehot = torch.nn.functional.one_hot(labels[start : start + chunk], num_classes)
-            out += (onehot.T.float() @ z).double()  # (C, 2k)
+            onehot_t = torch.nn.functional.one_hot(labels[start : start + chunk], num_classes)
+            onehot_t = onehot_t.T.float()  # (C, b)
+            proj = xb @ freqs_t  # (b, k)
+            # cos and sin written in place and reduced separately: no (b, 2k) concatenation.
+            out[:, k:] += (onehot_t @ torch.sin(proj)).double()  # (C, k)
+            out[:, :k] += (onehot_t @ proj.cos_()).double()  # (C, k)
+    out *= scale
     return (out / n).T.numpy()  # (2k, C)
 
 

@@ -19,7 +19,9 @@ References: Harder, Adamczewski, Park, "DP-MERF", AISTATS 2021; Liew, Takahashi,
 from __future__ import annotations
 
 import math
+import sys
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -198,8 +200,11 @@ class EmbeddingMethod(Method):
             raise ConfigError(
                 f"method.scheduler: got {scheduler!r}; allowed: {', '.join(self.schedulers)}."
             )
-        for key, value in (("num_features", num_features), ("steps", steps),
-                           ("batch_size", batch_size)):
+        for key, value in (
+            ("num_features", num_features),
+            ("steps", steps),
+            ("batch_size", batch_size),
+        ):
             if int(value) < 1:
                 raise ConfigError(f"method.{key}: got {value}; must be a positive integer.")
         if not lr > 0:
@@ -214,10 +219,12 @@ class EmbeddingMethod(Method):
 
     # ------------------------------------------------------------------ public parameters
 
-    def _sigma0_sq(self, ctx: RunContext) -> float:
-        value = self.sigma0_sq if self.sigma0_sq is not None else ctx.dataset_options.get(
-            "sigma0_sq"
-        )
+    def check(self, spec: DataSpec, dataset_options: dict[str, Any] | None = None) -> None:
+        super().check(spec, dataset_options)
+        self._sigma0_sq(dataset_options or {})
+
+    def _sigma0_sq(self, dataset_options: dict[str, Any]) -> float:
+        value = self.sigma0_sq if self.sigma0_sq is not None else dataset_options.get("sigma0_sq")
         if value is None or not float(value) > 0:
             raise ConfigError(
                 f"method.sigma0_sq / dataset.sigma0_sq: got {value}; the frequency scale must be "
@@ -236,7 +243,7 @@ class EmbeddingMethod(Method):
         return {
             "method": self.name,
             "num_features": int(self.num_features),
-            "sigma0_sq": self._sigma0_sq(ctx),
+            "sigma0_sq": self._sigma0_sq(ctx.dataset_options),
             "freq_seed": int(self.freq_seed if self.freq_seed is not None else ctx.seed),
             "release_counts": self.release_counts(spec),
             "dim": spec.dim,
@@ -258,8 +265,11 @@ class EmbeddingMethod(Method):
                 public["num_features"], spec.dim, public["sigma0_sq"], public["freq_seed"]
             )
             x = data.train_x.reshape(n, -1)
-            stats = [Statistic("embedding", class_embedding(x, data.train_y, freqs,
-                                                            spec.num_classes), 2.0 / n)]
+            stats = [
+                Statistic(
+                    "embedding", class_embedding(x, data.train_y, freqs, spec.num_classes), 2.0 / n
+                )
+            ]
             if public["release_counts"]:
                 props = class_proportions(data.train_y, spec.num_classes)
                 stats.append(Statistic("proportions", props, math.sqrt(2.0) / n))
@@ -289,12 +299,17 @@ class EmbeddingMethod(Method):
     def make_generator(self, spec: DataSpec) -> tuple[nn.Module, int]:
         if spec.kind == "image":
             gen = ConvGenerator(
-                spec.shape, spec.num_classes, self.code_dim, self.hidden,
-                self.base_channels, self.mid_channels,
+                spec.shape,
+                spec.num_classes,
+                self.code_dim,
+                self.hidden,
+                self.base_channels,
+                self.mid_channels,
             )
             return gen, self.code_dim
-        return TabularGenerator(spec, spec.num_classes, self.tabular_code_dim,
-                                self.tabular_width), self.tabular_code_dim
+        return TabularGenerator(
+            spec, spec.num_classes, self.tabular_code_dim, self.tabular_width
+        ), self.tabular_code_dim
 
     def make_critic(self, spec: DataSpec, sigma0_sq: float) -> nn.Module | None:
         """PEARL overrides this; DP-MERF has no critic."""
@@ -304,8 +319,9 @@ class EmbeddingMethod(Method):
         """Post-processing: reads ``release`` and public ``spec`` only."""
         pub = release.public
         pl.seed_everything(ctx.seed, workers=True, verbose=False)
-        freqs = draw_frequencies(pub["num_features"], pub["dim"], pub["sigma0_sq"],
-                                 pub["freq_seed"])
+        freqs = draw_frequencies(
+            pub["num_features"], pub["dim"], pub["sigma0_sq"], pub["freq_seed"]
+        )
         weights = released_class_weights(release, spec.num_classes)
         generator, code_dim = self.make_generator(spec)
         module = EmbeddingMatcher(
@@ -336,12 +352,15 @@ def fit(module: pl.LightningModule, steps: int, ctx: RunContext, checkpoint_ever
     ckpt_dir = ctx.run_dir / "checkpoints"
     callbacks = []
     if checkpoint_every > 0:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
-                                         every_n_train_steps=checkpoint_every))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=checkpoint_every
+            )
+        )
     opts = {"accelerator": "auto", "devices": 1, "log_every_n_steps": 50, **ctx.trainer}
     progress = opts.pop("enable_progress_bar", None)
     if progress is None:
-        progress = ctx.progress
+        progress = ctx.progress if ctx.progress is not None else sys.stderr.isatty()
     trainer = pl.Trainer(
         max_steps=steps,
         logger=ctx.logger if ctx.logger is not None else False,
@@ -354,8 +373,17 @@ def fit(module: pl.LightningModule, steps: int, ctx: RunContext, checkpoint_ever
         **opts,
     )
     last = ckpt_dir / "last.ckpt"
-    trainer.fit(
-        module,
-        train_dataloaders=DataLoader(_Steps(), batch_size=None),
-        ckpt_path=str(last) if last.exists() else None,
-    )
+    if last.exists():
+        ctx.resumed_from_step = int(
+            torch.load(last, map_location="cpu", weights_only=False).get("global_step", 0)
+        )
+    with warnings.catch_warnings():
+        # Lightning warns that manual-optimisation checkpoints hold post-step weights: that is
+        # what resuming needs.
+        warnings.filterwarnings("ignore", message=".*pre-optimization state.*")
+        warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+        trainer.fit(
+            module,
+            train_dataloaders=DataLoader(_Steps(), batch_size=None),
+            ckpt_path=str(last) if last.exists() else None,
+        )

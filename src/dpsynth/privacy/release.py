@@ -117,7 +117,9 @@ def gaussian_release(
         raise PrivacyError("gaussian_release: no statistics to release.")
     for s in stats:
         if not (np.isfinite(s.sensitivity) and s.sensitivity > 0):
-            raise PrivacyError(f"statistic {s.name!r}: sensitivity must be > 0, got {s.sensitivity}")
+            raise PrivacyError(
+                f"statistic {s.name!r}: sensitivity must be > 0, got {s.sensitivity}"
+            )
         if not np.all(np.isfinite(s.value)):
             raise PrivacyError(f"statistic {s.name!r} contains NaN/inf; refusing to release.")
     sigma = calibrate_noise_multiplier(

@@ -1,0 +1,1 @@
+"""Evaluation of synthetic data: utility, fidelity, FID/KID and empirical privacy."""
