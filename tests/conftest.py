@@ -25,7 +25,7 @@ DATASETS = group_options("dataset")
 TINY_METHOD = {
     "steps": 4,
     "num_features": 16,
-    "batch_size": 20,
+    "batch_size": 10,
     "checkpoint_every": 0,
     "epochs": 1,
     "max_steps": 4,
@@ -55,10 +55,11 @@ def compose_config(overrides: list[str], tmp: Path) -> DictConfig:
     return cfg
 
 
-def shrink(cfg: DictConfig) -> DictConfig:
+def shrink(cfg: DictConfig, keep: tuple[str, ...] = ()) -> DictConfig:
+    """Make the run tiny, leaving alone the method keys named in ``keep`` (explicit overrides)."""
     with open_dict(cfg):
         for key, value in TINY_METHOD.items():
-            if key in cfg.method:
+            if key in cfg.method and f"method.{key}" not in keep:
                 cfg.method[key] = value
         cfg.dataset.n_synthetic = 60
         cfg.progress = False
@@ -75,6 +76,6 @@ def tiny_config(tmp_path: Path) -> Callable[..., DictConfig]:
         cfg = compose_config(
             [f"dataset={dataset}", f"method={method}", *extra, *overrides], tmp_path
         )
-        return shrink(cfg)
+        return shrink(cfg, keep=tuple(o.split("=")[0] for o in overrides))
 
     return make

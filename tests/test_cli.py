@@ -70,7 +70,7 @@ def test_unknown_choice_lists_options(tmp_path) -> None:
 
 
 def test_kill_and_resume(tmp_path) -> None:
-    args = ["method=pearl", "method.steps=4000", "method.checkpoint_every=100",
+    args = ["method=pearl", "method.steps=800", "method.checkpoint_every=100",
             f"cache_dir={tmp_path / 'cache'}", "hydra.run.dir=run"]
     proc = subprocess.Popen([sys.executable, "-m", "dpsynth", *args], cwd=tmp_path, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -6,7 +6,6 @@ set ``HYDRA_FULL_ERROR=1`` for tracebacks.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -23,10 +22,16 @@ EXIT_USER_ERROR = 2
 
 
 def _remove_if_empty(path: Path) -> None:
-    """Hydra creates the run folder before the app starts; leave nothing behind on a bad
-    config."""
-    with contextlib.suppress(OSError):
-        path.rmdir()
+    """Hydra creates the run folder (and its parents) before the app starts; on a bad config
+    remove those that are empty, up to the working directory, so nothing is left behind."""
+    stop = Path.cwd().resolve()
+    path = path.resolve()
+    while path != stop and stop in path.parents:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
 
 
 def set_threads(hydra_cfg: DictConfig) -> None:

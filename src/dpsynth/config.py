@@ -60,8 +60,10 @@ def config_id(resolved: dict[str, Any]) -> str:
 
 
 def _config_id_resolver(*, _root_: DictConfig) -> str:
-    body = {k: _root_[k] for k in _root_ if k not in RESULT_NEUTRAL_KEYS}
-    return config_id(OmegaConf.to_container(OmegaConf.create(body), resolve=True))
+    # Copy every key but ``hydra`` (whose run dir calls this resolver) *with* its parent, so
+    # interpolations between kept and dropped keys (dataset.root → data_dir) still resolve.
+    body = OmegaConf.masked_copy(_root_, [k for k in _root_ if k != "hydra"])
+    return config_id(OmegaConf.to_container(body, resolve=True))
 
 
 def _wandb_offline() -> bool:

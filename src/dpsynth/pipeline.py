@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 import traceback
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,8 +41,22 @@ from dpsynth.records import (
 log = logging.getLogger("dpsynth")
 
 
+def build(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets the project's own errors through unwrapped, so the
+    user sees one message naming the key instead of Hydra's instantiation wrapper."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, DpsynthError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
 def build_method(cfg: DictConfig) -> Method:
-    method = instantiate(cfg.method, _convert_="all")
+    method = build(cfg.method)
     if not isinstance(method, Method):
         raise ConfigError(
             f"method._target_: {cfg.method._target_} is not a dpsynth Method subclass."
@@ -51,7 +67,7 @@ def build_method(cfg: DictConfig) -> Method:
 def load_data(cfg: DictConfig) -> Dataset:
     """Private data enters the process here and goes only to the mechanism."""
     loader_cfg = {k: v for k, v in cfg.dataset.items() if k not in DATASET_OPTION_KEYS}
-    return instantiate(OmegaConf.create(loader_cfg), _convert_="all")
+    return build(OmegaConf.create(loader_cfg))
 
 
 def make_context(cfg: DictConfig, run_dir: Path) -> RunContext:
@@ -62,7 +78,7 @@ def make_context(cfg: DictConfig, run_dir: Path) -> RunContext:
     }
     logger = None
     if cfg.logger and "_target_" in cfg.logger:
-        logger = instantiate(cfg.logger, save_dir=str(run_dir))
+        logger = build(cfg.logger, save_dir=str(run_dir))
     return RunContext(
         seed=int(cfg.seed),
         run_dir=run_dir,
@@ -175,7 +191,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     timings["load"] = time.perf_counter() - t0
     record["dataset"] = data.spec.name
     method.check(data.spec, {k: cfg.dataset.get(k) for k in DATASET_OPTION_KEYS})
-    evaluator = instantiate(cfg.eval, _convert_="all")
+    preflight(cfg, data, privacy, method, run_dir)
+    evaluator = build(cfg.eval)
 
     # From here on outputs exist: any failure is recorded as such, never left half-written.
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -217,5 +234,56 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise
     finally:
         timings["total"] = time.perf_counter() - start
-        write_json(run_dir / "metrics.json", record)
+        write_record(run_dir, record)
     return record
+
+
+def write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """Write metrics.json last; if even that fails (disk full), remove the run's products so
+    no folder looks like a result without its record."""
+    try:
+        write_json(run_dir / "metrics.json", record)
+    except OSError as e:
+        for name in PRODUCTS:
+            (run_dir / name).unlink(missing_ok=True)
+        raise DpsynthError(
+            f"could not write {run_dir / 'metrics.json'} ({e.strerror or e}); the run's outputs "
+            "were removed. Free disk space or choose another folder (hydra.run.dir=...)."
+        ) from e
+
+
+PRODUCTS = ("samples.npz", "samples.png", "synthetic.csv", "config.json")
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".dpsynth-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def preflight(
+    cfg: DictConfig, data: Dataset, privacy: PrivacySpec, method: Method, run_dir: Path
+) -> None:
+    """Checks that need the loaded data's public size, before any output is written."""
+    n = data.n_train
+    if method.private and privacy.delta >= 1.0 / n:
+        raise ConfigError(
+            f"privacy.delta: got {privacy.delta} ≥ 1/n = 1/{n} = {1.0 / n:.3g}; such a δ permits "
+            f"publishing a whole record. Use δ < 1/n (the papers use 1e-5)."
+        )
+    cache = Path(cfg.cache_dir)
+    if not _writable(cache):
+        raise ConfigError(
+            f"cache_dir: {cache} is not a writable folder (releases are cached there so a "
+            "re-run never spends the budget twice). Set cache_dir=<a writable folder>."
+        )
+    if not _writable(run_dir.parent):
+        raise ConfigError(
+            f"output folder {run_dir.parent} is not writable; set hydra.run.dir=<a writable "
+            "folder>."
+        )

@@ -21,6 +21,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,10 +45,9 @@ INCEPTION_SIZE = 299
 INCEPTION_DIM = 2048
 # Bumped whenever preprocessing or the cache layout changes, so old caches are not reused.
 CACHE_VERSION = 1
-# Variants of the extractor: all give features within 1e-4 of ``plain`` (measured in
-# experiments/fid_speed); ``fast`` is the one we use (channels-last + frozen graph with
-# oneDNN weight prepacking), the others exist for the benchmark.
-VARIANTS = ("plain", "channels_last", "frozen", "fast", "bf16")
+# Ways to run the extractor (see load_inception); ``fast`` is the default, the others exist for
+# the benchmark in experiments/fid_speed.
+VARIANTS = ("plain", "channels_last", "eager", "fast", "bf16")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,6 +153,107 @@ def preprocess(x: Tensor) -> Tensor:
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
+# The shipped TorchScript casts every conv weight to the input's dtype and applies a gamma-free
+# BatchNorm after it, which stops torch.jit.freeze / optimize_for_inference from folding the
+# BatchNorm (they see a non-constant weight) and makes each block call .contiguous(), undoing
+# channels-last. So for speed we rebuild the same network as an eager module from the file's
+# own weights and layer parameters, with BatchNorm folded into the convolutions; tests check it
+# against the shipped model.
+BN_EPS = 1e-3  # TF Inception's BatchNorm epsilon, as in the shipped Conv2dLayer code
+
+
+class ConvReLU(nn.Module):
+    """conv (BatchNorm folded into weight and bias) -> ReLU."""
+
+    def __init__(self, layer: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        weight = layer.weight.detach().float()  # (out, in, kh, kw)
+        scale = torch.rsqrt(layer.var.detach().float() + BN_EPS)  # (out,)
+        out_ch, in_ch, kh, kw = weight.shape
+        self.conv = nn.Conv2d(in_ch, out_ch, (kh, kw), layer.stride, layer.padding)
+        with torch.no_grad():
+            self.conv.weight.copy_(weight * scale[:, None, None, None])
+            self.conv.bias.copy_(layer.beta.float() - layer.mean.float() * scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.conv(x), inplace=True)
+
+
+def _pool(layer: torch.jit.ScriptModule) -> nn.Module:
+    """Max/avg pool with the parameters written in the scripted module's code."""
+    call = next(line for line in layer.code.splitlines() if "(input, [" in line)
+    lists = [tuple(int(v) for v in m.split(",")) for m in re.findall(r"\[([^\]]*)\]", call)]
+    flags = [f == "True" for f in re.findall(r"\b(True|False)\b", call)]
+    if layer.original_name == "MaxPool2d":
+        kernel, stride, padding, dilation = lists
+        return nn.MaxPool2d(kernel, stride, padding, dilation, ceil_mode=flags[0])
+    kernel, stride, padding = lists
+    ceil_mode, include_pad = (flags + [False, True][len(flags) :])[:2]  # torch's defaults
+    return nn.AvgPool2d(kernel, stride, padding, ceil_mode=ceil_mode, count_include_pad=include_pad)
+
+
+class Branches(nn.Module):
+    """Inception A-D blocks: run every branch on the input, concatenate along channels."""
+
+    def __init__(self, branches: list[nn.Module]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([b(x) for b in self.branches], dim=1)
+
+
+class InceptionE(nn.Module):
+    """Inception E block: two of its branches split into 1x3 and 3x1 halves."""
+
+    def __init__(self, block: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.parts = nn.ModuleDict({n: _eager(m) for n, m in block.named_children()})
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.parts
+        a = p["tower_conv"](x)
+        b = p["tower_1_conv_1"](p["tower_1_conv"](x))
+        return torch.cat(
+            [
+                p["conv"](x),
+                p["tower_mixed_conv"](a),
+                p["tower_mixed_conv_1"](a),
+                p["tower_1_mixed_conv"](b),
+                p["tower_1_mixed_conv_1"](b),
+                p["tower_2_conv"](p["tower_2_pool"](x)),
+            ],
+            dim=1,
+        )
+
+
+def _eager(mod: torch.jit.ScriptModule) -> nn.Module:
+    """Eager twin of one scripted module of the shipped network (dispatch on its class name)."""
+    kind = mod.original_name
+    if kind == "Conv2dLayer":
+        return ConvReLU(mod)
+    if kind in ("MaxPool2d", "AvgPool2d"):
+        return _pool(mod)
+    if kind == "Sequential":
+        return nn.Sequential(*[_eager(m) for _, m in mod.named_children()])
+    if kind in ("InceptionA", "InceptionB", "InceptionC", "InceptionD"):
+        return Branches([_eager(m) for _, m in mod.named_children()])
+    if kind == "InceptionE":
+        return InceptionE(mod)
+    raise DataError(f"{INCEPTION_FILE}: unexpected layer type '{kind}'; expected the TF-FID net.")
+
+
+class EagerInception(nn.Module):
+    """The shipped network rebuilt eagerly: (N, 3, 299, 299) in [-1, 1] -> (N, 2048)."""
+
+    def __init__(self, scripted: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.layers = _eager(scripted.net.layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x).flatten(1)  # (N, 2048, 1, 1) -> (N, 2048)
+
+
 def load_inception(
     device: torch.device | str | None = None, *, variant: str = "fast"
 ) -> InceptionFeatureExtractor:
@@ -160,11 +261,16 @@ def load_inception(
 
     Args:
         device: where to run; default CUDA when available, else CPU.
-        variant: one of :data:`VARIANTS`. ``fast`` (default) freezes the graph (folds BatchNorm
-            into the convolutions), lets ``torch.jit.optimize_for_inference`` prepack the
-            weights for oneDNN, and feeds channels-last tensors; features stay within 1e-4 of
-            ``plain``. ``bf16`` is faster still on CPUs with AVX512-BF16 but moves features by
-            about 2% and is only offered for the benchmark.
+        variant: one of :data:`VARIANTS`:
+
+            * ``plain``: the TorchScript model as shipped;
+            * ``channels_last``: the same fed NHWC tensors;
+            * ``eager``: rebuilt eagerly with BatchNorm folded, NHWC;
+            * ``fast`` (default): ``eager`` traced, frozen and passed through
+              ``torch.jit.optimize_for_inference`` (oneDNN prepacked weights, conv+ReLU fused)
+              on CPU; ``eager`` on GPU. Features within 1e-4 of ``plain``;
+            * ``bf16``: ``eager`` under bf16 autocast; moves features by a few percent, offered
+              for the benchmark only.
 
     Raises:
         ConfigError: unknown variant.
@@ -176,15 +282,22 @@ def load_inception(
             "Use 'fast' unless you are benchmarking."
         )
     device = torch.device(device) if device is not None else default_device()
-    model = torch.jit.load(str(inception_weights_path()), map_location=device).eval()
-    if variant in ("frozen", "fast"):
-        model = torch.jit.freeze(model)
-    if variant == "fast" and device.type == "cpu":
-        model = torch.jit.optimize_for_inference(model)
-    channels_last = variant in ("channels_last", "fast", "bf16")
-    autocast = torch.bfloat16 if variant == "bf16" else None
+    model: nn.Module = torch.jit.load(str(inception_weights_path()), map_location="cpu").eval()
+    if variant in ("eager", "fast", "bf16"):
+        model = EagerInception(model).eval()
+        model = model.to(device, memory_format=torch.channels_last)
+        if variant == "fast" and device.type == "cpu":
+            example = torch.zeros(1, 3, INCEPTION_SIZE, INCEPTION_SIZE)
+            example = example.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                traced = torch.jit.trace(model, example, check_trace=False)
+            model = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+    model = model.to(device)
     extractor = InceptionFeatureExtractor(
-        model, variant=variant, channels_last=channels_last, autocast_dtype=autocast
+        model,
+        variant=variant,
+        channels_last=variant != "plain",
+        autocast_dtype=torch.bfloat16 if variant == "bf16" else None,
     )
     return extractor.eval()
 

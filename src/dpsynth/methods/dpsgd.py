@@ -42,15 +42,20 @@ How one discriminator step is built (``GANModule.d_step``), and why it is sound:
   noise or know which records were sampled (which voids the amplification by subsampling).
 
 Privacy accounting. ``privacy.epsilon``/``privacy.delta`` set the target. With
-``noise_multiplier: null`` σ is calibrated by Opacus (``get_noise_multiplier``) for the
-configured number of steps T (``steps``, else ``epochs``·n/batch_size) and rate q, so the
-budget is spent exactly at step T. With a fixed ``noise_multiplier`` the run stops after the
-last step the budget allows (at most T). ``method.accountant`` (``prv`` | ``rdp``) chooses
-Opacus' accountant for this method; ``privacy.accountant`` (``rdp`` | ``pld``) names the
-dp-accounting accountant of the one-shot methods and is not used here (the Ledger records the
-accountant actually used, e.g. ``opacus-prv``). Opacus' accountants bound the Poisson-subsampled
-Gaussian under add/remove-one adjacency (the one-shot releases here are analysed under
-replace-one); ``epsilon_spent`` is Opacus' own number for the history actually run.
+``noise_multiplier: null`` σ is calibrated with Opacus' accountant (what Opacus'
+``get_noise_multiplier`` computes) for the configured number of DP steps T (``steps``, else
+``epochs``·n/batch_size) and rate q, so the budget is spent exactly at step T. With a fixed
+``noise_multiplier`` the run stops after the last step the budget allows (at most T). Each
+generator step follows ``d_steps`` DP discriminator steps.
+
+``method.accountant`` (``prv`` | ``rdp``) chooses Opacus' accountant for this method;
+``privacy.accountant`` (``rdp`` | ``pld``) names the dp-accounting accountant of the one-shot
+methods and is not used here (the Ledger records the accountant actually used, e.g.
+``opacus-prv``). Two keys because they are two libraries with different accountants: Opacus
+offers prv and rdp (its gdp is asymptotic, not a bound, so it is not offered), dp-accounting
+offers rdp and pld. Opacus' accountants bound the Poisson-subsampled Gaussian under
+add/remove-one adjacency (the one-shot releases here are analysed under replace-one);
+``epsilon_spent`` is Opacus' own number for the history actually run.
 
 For unbalanced datasets (``class_counts: auto`` and ``spec.balanced`` false, e.g. Adult) the
 class counts are released once with the Gaussian mechanism (sensitivity 1 under add/remove,
@@ -66,6 +71,7 @@ the resumed run takes only the steps the budget still allows.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -83,7 +89,6 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from opacus.accountants import IAccountant, create_accountant
-from opacus.accountants.utils import get_noise_multiplier
 from opacus.grad_sample import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
@@ -102,6 +107,80 @@ CLASS_COUNTS = ("auto", "release", "uniform")
 MECHANISM = "dpsgd_poisson_gaussian"
 STATE_FILE = "privacy_state.json"
 History = list[tuple[float, float, int]]  # Opacus accountant history: (σ, q, steps)
+
+
+# ============================================================================ accounting
+
+
+@functools.lru_cache(maxsize=256)
+def opacus_epsilon(
+    accountant: str, history: tuple[tuple[float, float, int], ...], delta: float
+) -> float:
+    """ε at δ of ``history`` ((σ, q, steps) entries) by a fresh Opacus accountant."""
+    acc = create_accountant(mechanism=accountant)
+    acc.history = [tuple(h) for h in history]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RDP: "optimal order is the largest alpha"
+        return float(acc.get_epsilon(delta=delta))
+
+
+@functools.lru_cache(maxsize=64)
+def calibrate_noise_multiplier(
+    accountant: str,
+    epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    prefix: tuple[tuple[float, float, int], ...] = (),
+) -> float:
+    """Smallest σ (within tolerance) with ε(prefix + ``steps`` steps of (σ, q)) ≤ ``epsilon``.
+
+    What ``opacus.accountants.utils.get_noise_multiplier`` computes (same accountant, same
+    0.01 tolerance, tightened to 0.5% of ε for small ε), plus one-off ``prefix`` releases in
+    the history, and in fewer accountant calls (each PRV call can take a second): a bracket by
+    doubling/halving, then Illinois false position on log ε against log σ. The returned σ is
+    always the bracket's safe end, so ε(σ) ≤ ``epsilon`` by the very accountant call that the
+    Ledger repeats.
+    """
+    tol = min(0.01, 0.005 * epsilon)
+
+    def f(sigma: float) -> float:
+        return opacus_epsilon(accountant, (*prefix, (sigma, sample_rate, steps)), delta)
+
+    lo, hi = 1.0, 1.0
+    f_lo = f_hi = f(1.0)
+    if f_hi > epsilon:  # need more noise: double until safe
+        while f_hi > epsilon:
+            lo, f_lo, hi = hi, f_hi, hi * 2
+            if hi > 1e6:
+                raise PrivacyError(f"privacy.epsilon: {epsilon} is too small to calibrate σ.")
+            f_hi = f(hi)
+    else:  # halve until unsafe
+        while f_lo <= epsilon:
+            hi, f_hi, lo = lo, f_lo, lo / 2
+            if lo < 1e-4:
+                return hi  # ε target beyond any useful noise level: the smallest σ tried
+            f_lo = f(lo)
+    a, b = math.log(lo), math.log(hi)
+    ga, gb = math.log(f_lo / epsilon), math.log(f_hi / epsilon)  # ga > 0 ≥ gb
+    side = 0
+    for _ in range(100):
+        if epsilon - f_hi <= tol or b - a < 1e-9:
+            break
+        x = (a * gb - b * ga) / (gb - ga)
+        fx = f(math.exp(x))
+        gx = math.log(fx / epsilon)
+        if gx > 0:  # still too little noise: new lower end
+            a, ga = x, gx
+            if side == 1:
+                gb /= 2  # Illinois: the kept end's value is halved
+            side = 1
+        else:
+            b, gb, f_hi = x, gx, fx
+            if side == -1:
+                ga /= 2
+            side = -1
+    return math.exp(b)
 
 
 # ============================================================================ networks
@@ -209,9 +288,9 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-def os_seeded_generator() -> torch.Generator:
-    """A CPU generator seeded from the OS entropy pool (never from the run seed)."""
-    return torch.Generator().manual_seed(secrets.randbits(63))
+def os_seeded_generator(device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` seeded from the OS entropy pool (never from the run seed)."""
+    return torch.Generator(device=device).manual_seed(secrets.randbits(63))
 
 
 def history_steps(history: History) -> int:
@@ -345,7 +424,7 @@ class GANModule(pl.LightningModule):
                 max_grad_norm=self.max_grad_norm,
                 expected_batch_size=self.batch_size,
                 loss_reduction="mean",
-                generator=os_seeded_generator(),
+                generator=os_seeded_generator(self.device),  # noise on the params' device
                 secure_mode=self.secure_mode,
             )
             charge = self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate)
@@ -360,6 +439,14 @@ class GANModule(pl.LightningModule):
         return [d_opt, g_opt]
 
     # ------------------------------------------------------------------ the two gradient terms
+
+    @staticmethod
+    @contextmanager
+    def quiet_hooks() -> Iterator[None]:
+        """Opacus' full backward hooks warn whenever D's input (data) needs no gradient."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            yield
 
     @contextmanager
     def hooks_off(self) -> Iterator[None]:
@@ -395,7 +482,8 @@ class GANModule(pl.LightningModule):
             for p in params:
                 p.grad_sample = p.new_zeros((0, *p.shape))
         else:
-            _bce(self.discriminator(x, y), 1.0).backward()  # fills p.grad_sample (B, *p.shape)
+            with self.quiet_hooks():
+                _bce(self.discriminator(x, y), 1.0).backward()  # p.grad_sample: (B, *p.shape)
         if not opt.pre_step():  # clip, noise, scale, accountant step
             raise TrainingError("Opacus skipped a DP step; gradient accumulation is not used.")
         grads = [p.grad.detach().clone() for p in params]
@@ -405,7 +493,7 @@ class GANModule(pl.LightningModule):
     def fake_gradients(self, x_fake: torch.Tensor, y_fake: torch.Tensor) -> list[torch.Tensor]:
         """Gradient of D's loss on generated samples: no private input, so neither clipped,
         noised nor charged (see the module docstring)."""
-        with self.hooks_off():
+        with self.hooks_off(), self.quiet_hooks():
             loss = _bce(self.discriminator(x_fake, y_fake), 0.0)
             return list(torch.autograd.grad(loss, self.d_params()))
 
@@ -413,11 +501,8 @@ class GANModule(pl.LightningModule):
         self, x: torch.Tensor, y: torch.Tensor, x_fake: torch.Tensor, y_fake: torch.Tensor
     ) -> None:
         """θ_D ← Adam(θ_D, g_real + g_fake); the sum is formed after the noise was added."""
-        with warnings.catch_warnings():
-            # Opacus' full backward hooks warn when the input (data) does not require grad.
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            g_real = self.real_gradients(x, y)
-            g_fake = self.fake_gradients(x_fake, y_fake)
+        g_real = self.real_gradients(x, y)
+        g_fake = self.fake_gradients(x_fake, y_fake)
         for p, a, b in zip(self.d_params(), g_real, g_fake, strict=True):
             p.grad = a + b
         base = self._d_opt.original_optimizer if self.private else self._d_opt
@@ -636,15 +721,14 @@ class DPSGDGAN(Method):
 
     def epsilon(self, history: History, delta: float) -> float:
         """ε of ``history`` by a fresh Opacus accountant of the configured kind."""
-        acc = create_accountant(mechanism=self.accountant)
-        acc.history = list(history)
-        return float(acc.get_epsilon(delta=delta))
+        return opacus_epsilon(self.accountant, tuple(history), delta)
 
     def calibrate(
         self, privacy: PrivacySpec, q: float, steps: int, prefix: History
     ) -> tuple[float, int]:
-        """(σ, T): σ from Opacus for ``steps`` steps at rate q (after ``prefix``), or, with a
-        fixed ``noise_multiplier``, the largest T ≤ ``steps`` the budget allows."""
+        """(σ, T): the smallest σ (to tolerance) whose ``steps`` steps at rate q, after
+        ``prefix``, spend ≤ ε by Opacus' accountant; or, with a fixed ``noise_multiplier``,
+        the largest T ≤ ``steps`` the budget allows."""
         eps, delta = privacy.epsilon, privacy.delta
         if not (eps > 0 and math.isfinite(eps)) or not 0 < delta < 1:
             raise ConfigError(
@@ -657,37 +741,11 @@ class DPSGDGAN(Method):
                 f"class counts alone spends ≥ ε = {eps}. Raise it or set method.class_counts="
                 "uniform."
             )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Opacus warns about optimal RDP orders
-            if self.noise_multiplier is not None:
-                sigma = float(self.noise_multiplier)
-                return sigma, self._affordable_steps(sigma, q, steps, prefix, privacy)
-            if not prefix:  # Opacus' own calibration
-                sigma = get_noise_multiplier(
-                    target_epsilon=eps,
-                    target_delta=delta,
-                    sample_rate=q,
-                    steps=steps,
-                    accountant=self.accountant,
-                    epsilon_tolerance=0.01,
-                )
-                return float(sigma), steps
-            return self._bisect_sigma(q, steps, prefix, privacy), steps
-
-    def _bisect_sigma(self, q: float, steps: int, prefix: History, privacy: PrivacySpec) -> float:
-        """``get_noise_multiplier``'s search, with the prefix releases in the history."""
-        eps, delta = privacy.epsilon, privacy.delta
-        lo, hi, eps_hi = 0.0, 10.0, math.inf
-        while eps_hi > eps:
-            hi *= 2
-            if hi > 1e6:
-                raise PrivacyError(f"privacy.epsilon: {eps} is too small to calibrate σ.")
-            eps_hi = self.epsilon([*prefix, (hi, q, steps)], delta)
-        while eps - eps_hi > 0.01:
-            mid = (lo + hi) / 2
-            e = self.epsilon([*prefix, (mid, q, steps)], delta)
-            lo, hi, eps_hi = (lo, mid, e) if e < eps else (mid, hi, eps_hi)
-        return hi
+        if self.noise_multiplier is not None:
+            sigma = float(self.noise_multiplier)
+            return sigma, self._affordable_steps(sigma, q, steps, prefix, privacy)
+        sigma = calibrate_noise_multiplier(self.accountant, eps, delta, q, steps, tuple(prefix))
+        return sigma, steps
 
     def _affordable_steps(
         self, sigma: float, q: float, steps: int, prefix: History, privacy: PrivacySpec

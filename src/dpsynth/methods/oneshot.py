@@ -18,6 +18,7 @@ References: Harder, Adamczewski, Park, "DP-MERF", AISTATS 2021; Liew, Takahashi,
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -222,6 +223,12 @@ class EmbeddingMethod(Method):
     def check(self, spec: DataSpec, dataset_options: dict[str, Any] | None = None) -> None:
         super().check(spec, dataset_options)
         self._sigma0_sq(dataset_options or {})
+        if spec.kind == "image" and (spec.shape[1] % 4 or spec.shape[2] % 4):
+            raise ConfigError(
+                f"method={self.name} does not support dataset={spec.name} at image shape "
+                f"{spec.shape}: its generator upsamples ×4, so height and width must be "
+                "divisible by 4 (e.g. dataset.image_size=32)."
+            )
 
     def _sigma0_sq(self, dataset_options: dict[str, Any]) -> float:
         value = self.sigma0_sq if self.sigma0_sq is not None else dataset_options.get("sigma0_sq")
@@ -372,6 +379,8 @@ def fit(module: pl.LightningModule, steps: int, ctx: RunContext, checkpoint_ever
         default_root_dir=str(ctx.run_dir),
         **opts,
     )
+    # Lightning's start-up banners (GPU available, tips) are noise in a benchmark log.
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     last = ckpt_dir / "last.ckpt"
     if last.exists():
         ctx.resumed_from_step = int(

@@ -57,7 +57,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import beta, norm
 
-from dpsynth.errors import ConfigError, DpsynthError
+from dpsynth.errors import ConfigError, DpsynthError, PrivacyError
 
 EXIT_VIOLATION = 1
 EXIT_USER_ERROR = 2
@@ -614,7 +614,7 @@ def audit_release(
     if ledger.to_dict()["spends"] != mech.captured.ledger.to_dict()["spends"] or (
         ledger_p.epsilon_spent != ledger.epsilon_spent
     ):
-        raise ConfigError(  # pragma: no cover - the batched releases must match the real one
+        raise PrivacyError(  # pragma: no cover - the batched releases must match the real one
             "the batched releases used a different noise calibration than the method's release; "
             "the audit would not be of the real mechanism. Report this as a bug."
         )
@@ -800,9 +800,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--trials", type=int, default=1_000_000, help="releases per dataset (default 1e6)"
     )
-    p.add_argument("--selection-fraction", type=float, default=0.1)
-    p.add_argument("--confidence", type=float, default=0.95)
-    p.add_argument("--batch-size", type=int, default=131_072)
+    p.add_argument(
+        "--selection-fraction",
+        type=float,
+        default=0.1,
+        help="share of the trials that only choose the threshold (default 0.1)",
+    )
+    p.add_argument(
+        "--confidence", type=float, default=0.95, help="confidence of the bound (default 0.95)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=131_072, help="releases per gaussian_release call"
+    )
     p.add_argument("--seed", type=int, default=None, help="default: the config's seed")
     p.add_argument(
         "--plant-bug",

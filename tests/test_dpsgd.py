@@ -1,0 +1,294 @@
+"""DP-SGD GAN (method=dpsgd) and its non-private twin: accounting against Opacus, the DP
+discriminator step against plain training, the fake-data path, resume, and tiny end-to-end runs
+on image and tabular data in the real file formats."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from opacus.accountants import create_accountant
+from opacus.accountants.utils import get_noise_multiplier
+from opacus.validators import ModuleValidator
+
+from dpsynth.config import CONF_DIR
+from dpsynth.data.adult import load_adult
+from dpsynth.data.base import Dataset, DataSpec
+from dpsynth.data.mnist import load_mnist
+from dpsynth.errors import ConfigError
+from dpsynth.methods.base import PrivacySpec, RunContext
+from dpsynth.methods.dpsgd import (
+    DPSGDGAN,
+    STATE_FILE,
+    CondDCGANDiscriminator,
+    CondDCGANGenerator,
+    GANModule,
+)
+from tests.datagen import write_adult, write_idx_dataset
+
+logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+TINY = {"batch_size": 10, "code_dim": 4, "g_width": 4, "d_width": 4, "d_groups": 2}
+
+
+def _images(n: int = 40, shape: tuple[int, ...] = (1, 8, 8), seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = (rng.random((n, *shape)) * 0.3 + y[:, None, None, None] * 0.3).astype(np.float32)
+    spec = DataSpec("toy", "image", shape, 3, ("a", "b", "c"), balanced=True)
+    return Dataset(spec, x, y.astype(np.int64), x[:9].copy(), y[:9].astype(np.int64))
+
+
+def _ctx(path: Path, seed: int = 0) -> RunContext:
+    return RunContext(seed=seed, run_dir=path, progress=False, trainer={"accelerator": "cpu"})
+
+
+def _opacus_epsilon(accountant: str, history: list, delta: float) -> float:
+    acc = create_accountant(mechanism=accountant)
+    acc.history = history
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return acc.get_epsilon(delta=delta)
+
+
+def _module(private: bool, data: Dataset, sigma: float, clip: float, seed: int = 0) -> GANModule:
+    torch.manual_seed(seed)
+    gen = CondDCGANGenerator(data.spec.shape, 3, code_dim=4, width=4)
+    disc = CondDCGANDiscriminator(data.spec.shape, 3, width=4, groups=2)
+    m = GANModule(
+        gen, disc, torch.from_numpy(data.train_x), torch.from_numpy(data.train_y),
+        np.full(3, 1 / 3), code_dim=4, batch_size=8, lr_d=0.01, lr_g=0.01, betas=(0.5, 0.999),
+        private=private, noise_multiplier=sigma, max_grad_norm=clip,
+        accountant=create_accountant(mechanism="prv") if private else None, budget_steps=100,
+    )  # fmt: skip
+    m.configure_optimizers()
+    return m
+
+
+# ----------------------------------------------------------------------------- accounting
+
+
+@pytest.mark.parametrize("accountant", ["prv", "rdp"])
+def test_spent_epsilon_is_opacus_own_and_within_target(tmp_path, accountant: str) -> None:
+    data = _images(n=100)
+    method = DPSGDGAN(accountant=accountant, steps=6, d_steps=2, checkpoint_every=0, **TINY)
+    _, ledger = method.train_private(data, PrivacySpec(2.0, 1e-5), _ctx(tmp_path))
+    q = 10 / 100
+    spend = ledger.spends[-1]
+    assert spend.mechanism == "dpsgd_poisson_gaussian" and spend.sensitivity == 1.0
+    assert (spend.steps, spend.sample_rate) == (6, q)  # d_steps=2: 6 DP steps, 3 G steps
+    assert len(ledger.spends) == 1  # balanced images: no count release
+    assert ledger.accountant == f"opacus-{accountant}"
+    # ε spent is what a fresh Opacus accountant says for (σ, q, steps), and σ is tight
+    sigma = spend.noise_multiplier
+    expected = _opacus_epsilon(accountant, [(sigma, q, 6)], 1e-5)
+    assert ledger.epsilon_spent == pytest.approx(expected, rel=1e-12)
+    assert 2.0 - 0.01 <= ledger.epsilon_spent <= 2.0
+    if accountant == "rdp":  # Opacus' own calibration agrees (to its 0.01-in-ε tolerance)
+        ref = get_noise_multiplier(
+            target_epsilon=2.0, target_delta=1e-5, sample_rate=q, steps=6, accountant="rdp"
+        )
+        assert sigma == pytest.approx(ref, rel=0.01) and sigma <= ref
+
+
+def test_fixed_noise_trains_until_the_budget_is_spent(tmp_path) -> None:
+    data = _images(n=100)
+    method = DPSGDGAN(noise_multiplier=2.0, steps=300, checkpoint_every=0, **TINY)
+    _, ledger = method.train_private(data, PrivacySpec(1.0, 1e-5), _ctx(tmp_path))
+    t = ledger.spends[-1].steps
+    assert 1 <= t < 300 and ledger.epsilon_spent <= 1.0
+    assert _opacus_epsilon("prv", [(2.0, 0.1, t + 1)], 1e-5) > 1.0  # one more would overspend
+
+
+def test_unbalanced_tables_release_counts_in_the_same_accountant(tmp_path) -> None:
+    data = load_adult(write_adult(tmp_path / "adult", n_train=80, n_test=40))
+    method = DPSGDGAN(steps=3, checkpoint_every=0, batch_size=20)
+    synth, ledger = method.train_private(data, PrivacySpec(1.0, 1e-5), _ctx(tmp_path / "run"))
+    counts, sgd = ledger.spends
+    assert (counts.statistic, counts.noise_multiplier, counts.sensitivity) == (
+        "class_counts",
+        50.0,
+        1.0,
+    )
+    history = [(50.0, 1.0, 1), (sgd.noise_multiplier, 20 / 80, 3)]
+    assert ledger.epsilon_spent == pytest.approx(_opacus_epsilon("prv", history, 1e-5), rel=1e-9)
+    assert ledger.epsilon_spent <= 1.0
+    assert synth.label_probs.sum() == pytest.approx(1.0) and (synth.label_probs >= 0).all()
+    x, y = synth.sample(30, seed=1)  # valid encoded rows: one-hot blocks sum to 1, numerics ±1
+    start = 0
+    for col in data.spec.columns:
+        block = x[:, start : start + col.width]
+        if col.kind == "categorical":
+            np.testing.assert_allclose(block.sum(1), 1.0, rtol=1e-5)
+        else:
+            assert np.abs(block).max() <= 1.0
+        start += col.width
+    assert data.encoder.decode(x, y).shape[0] == 30
+
+
+# ----------------------------------------------------------------------------- the D step
+
+
+def test_zero_noise_without_clipping_is_the_non_private_update() -> None:
+    data = _images()
+    dp, plain = _module(True, data, 0.0, 1e9), _module(False, data, 0.0, 1e9)
+    plain.discriminator.load_state_dict(dp.discriminator._module.state_dict())  # same init
+    x, y = torch.from_numpy(data.train_x[:8]), torch.from_numpy(data.train_y[:8])  # B = 8
+    xf, yf = torch.rand(8, 1, 8, 8), torch.arange(8) % 3
+    for _ in range(2):
+        dp.d_step(x, y, xf, yf)
+        plain.d_step(x, y, xf, yf)
+    for a, b in zip(dp.d_params(), plain.d_params(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert dp.accountant.history == [(0.0, 8 / 40, 2)]
+    # from the same state, noise changes the update (the mechanism is really in the path)
+    quiet, noisy = _module(True, data, 0.0, 1e9), _module(True, data, 1.0, 1e9)
+    quiet.d_step(x, y, xf, yf)
+    noisy.d_step(x, y, xf, yf)
+    diffs = [(a - b).abs().max() for a, b in zip(quiet.d_params(), noisy.d_params(), strict=True)]
+    assert max(diffs) > 0
+
+
+def test_fake_gradients_are_neither_clipped_nor_noised_nor_charged() -> None:
+    data = _images()
+    dp, plain = _module(True, data, 5.0, 1e-3), _module(False, data, 0.0, 1.0)
+    plain.discriminator.load_state_dict(dp.discriminator._module.state_dict())
+    xf, yf = torch.rand(8, 1, 8, 8), torch.arange(8) % 3
+    g_dp, g_plain = dp.fake_gradients(xf, yf), plain.fake_gradients(xf, yf)
+    for a, b in zip(g_dp, g_plain, strict=True):
+        torch.testing.assert_close(a, b)  # identical: no clip (C = 1e-3 would shrink it)
+    assert dp.accountant.history == []  # nothing charged
+    assert all(getattr(p, "grad_sample", None) is None for p in dp.d_params())
+    # it reads no private data: the same weights on different private data → same gradient
+    other = _module(True, _images(seed=5), 5.0, 1e-3)
+    other.discriminator._module.load_state_dict(dp.discriminator._module.state_dict())
+    for a, b in zip(other.fake_gradients(xf, yf), g_dp, strict=True):
+        torch.testing.assert_close(a, b)
+    # a full D step charges exactly one step, whatever the fake batch
+    dp.d_step(torch.from_numpy(data.train_x[:8]), torch.from_numpy(data.train_y[:8]), xf, yf)
+    assert dp.accountant.history == [(5.0, 8 / 40, 1)]
+
+
+def test_empty_poisson_batch_is_still_noised_and_charged() -> None:
+    data = _images()
+    dp = _module(True, data, 1.0, 1.0)
+    grads = dp.real_gradients(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    assert dp.accountant.history == [(1.0, 8 / 40, 1)]
+    assert all(g.abs().sum() > 0 for g in grads)  # pure noise, std σC/B
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_resume_continues_the_accountant(tmp_path, monkeypatch) -> None:
+    data = _images()
+    method = DPSGDGAN(steps=6, checkpoint_every=2, **TINY)
+    privacy, ctx = PrivacySpec(2.0, 1e-5), _ctx(tmp_path)
+    original = GANModule.training_step
+    resumed_steps = []
+
+    def crash_after_three(self, batch, batch_idx):
+        if self.dp_steps == 3 and not resumed_steps:
+            raise RuntimeError("killed")
+        if resumed_steps:
+            resumed_steps.append(self.dp_steps)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(GANModule, "training_step", crash_after_three)
+    with pytest.raises(RuntimeError, match="killed"):
+        method.train_private(data, privacy, ctx)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2 and ckpt["dpsgd_privacy"]["accountant"]["history"][0][2] == 2
+    state = json.loads((tmp_path / "checkpoints" / STATE_FILE).read_text())
+    sigma, q = state["noise_multiplier"], state["sample_rate"]
+    assert state["accountant"]["history"] == [[sigma, q, 3]]  # step 3 charged, not checkpointed
+
+    resumed_steps.append(-1)
+    _, ledger = method.train_private(data, privacy, ctx)
+    # same accountant continued: 3 charged + 3 more = the budget of 6, never a fresh one
+    assert ledger.spends[-1].steps == 6
+    assert resumed_steps[1:] == [3, 4, 5, 6]  # the last call only stops the loop
+    assert ledger.epsilon_spent == pytest.approx(_opacus_epsilon("prv", [(sigma, q, 6)], 1e-5))
+
+    # from the checkpoint alone (state file lost) the history is still continued
+    (tmp_path / "checkpoints" / STATE_FILE).unlink()
+    final = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["dpsgd_privacy"]["accountant"]["history"] == [(sigma, q, 6)]
+    _, again = method.train_private(data, privacy, ctx)
+    assert again.spends[-1].steps == 6  # nothing left to spend: no new step
+
+
+def test_resume_refuses_a_different_calibration(tmp_path) -> None:
+    data = _images()
+    DPSGDGAN(steps=2, checkpoint_every=1, **TINY).train_private(
+        data, PrivacySpec(2.0, 1e-5), _ctx(tmp_path)
+    )
+    with pytest.raises(ConfigError, match="noise_multiplier"):
+        DPSGDGAN(steps=2, checkpoint_every=1, **TINY).train_private(
+            data, PrivacySpec(5.0, 1e-5), _ctx(tmp_path)
+        )
+
+
+# ----------------------------------------------------------------------------- networks, e2e
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 8, 8), (1, 6, 10)])
+def test_conv_nets_are_generic(shape: tuple[int, ...]) -> None:
+    gen = CondDCGANGenerator(shape, 10, code_dim=8, width=4)
+    disc = CondDCGANDiscriminator(shape, 10, width=4, groups=8)
+    labels = torch.arange(5)
+    x = gen(torch.randn(5, 8), labels)
+    assert x.shape == (5, *shape) and x.min() >= 0 and x.max() <= 1
+    assert disc(x, labels).shape == (5,)
+    assert ModuleValidator.validate(disc, strict=False) == []
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in disc.modules())
+
+
+def test_end_to_end_idx_images(tmp_path) -> None:
+    data = load_mnist(write_idx_dataset(tmp_path / "mnist", n_train=60, n_test=20))
+    for name, private in (("dpsgd", True), ("nonprivate_gan", False)):
+        method = DPSGDGAN(name=name, private=private, steps=3, checkpoint_every=0, **TINY)
+        synth, ledger = method.train_private(data, PrivacySpec(1.0, 1e-5), _ctx(tmp_path / name))
+        x, y = synth.sample(30, seed=1)
+        assert x.shape == (30, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
+        assert np.bincount(y, minlength=10).tolist() == [3] * 10
+        if private:
+            assert 0 < ledger.epsilon_spent <= 1.0 and ledger.spends
+        else:
+            assert ledger.epsilon_spent == math.inf and ledger.spends == []
+
+
+def test_yamls_build_the_named_instances() -> None:
+    from hydra.utils import instantiate
+
+    for stem, private in (("dpsgd", True), ("nonprivate_gan", False)):
+        method = instantiate(OmegaConf.load(CONF_DIR / "method" / f"{stem}.yaml"))
+        assert (method.name, method.private, method.one_shot) == (stem, private, False)
+    assert DPSGDGAN.private is True  # the class default is untouched by instances
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"accountant": "gdp"}, "method.accountant"),
+        ({"noise_multiplier": 0.0}, "method.noise_multiplier"),
+        ({"class_counts": "maybe"}, "method.class_counts"),
+        ({"steps": 0}, "method.steps"),
+        ({"lr_d": -1.0}, "method.lr_d"),
+    ],
+)
+def test_bad_options_name_the_key(options: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        DPSGDGAN(**options)
+
+
+def test_batch_larger_than_the_dataset_is_refused(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"method.batch_size: got 64 .* only 40 records"):
+        DPSGDGAN(batch_size=64).train_private(_images(), PrivacySpec(1.0, 1e-5), _ctx(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()  # refused before any privacy state
