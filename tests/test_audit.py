@@ -185,7 +185,7 @@ def test_cli_exits_1_on_a_violation(capsys) -> None:
         (["--confidence", "1.5"], "--confidence: got 1.5; allowed"),
         (["method=nope"], "Allowed methods: dpmerf, pearl"),
         (["method.num_features=9"], "allowed: --features N"),
-        (["method=dpsgd"], "allowed: the one-shot embedding methods (dpmerf, pearl)"),
+        (["method=dpsgd"], "allowed: the one-shot embedding methods (dpmerf, pearl"),
         (["privacy.epsilon=-1"], "privacy.epsilon: got -1.0; allowed"),
         (["privacy.accountant=foo"], "privacy.accountant: got 'foo'; allowed: rdp, pld"),
     ],

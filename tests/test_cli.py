@@ -147,7 +147,7 @@ def test_wandb_offline_run_files(tmp_path, monkeypatch) -> None:
     HydraConfig.instance().set_config(cfg)
     cfg = shrink(cfg)
     assert cfg.logger.offline is True
-    assert cfg.logger.tags == ["dpmerf", "digits", "eps1.0"]
+    assert cfg.logger.tags == ["pearl", "digits", "eps1.0"]
     record = run(cfg, tmp_path / "run")
     assert record["status"] == "completed"
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))

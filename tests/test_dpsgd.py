@@ -4,6 +4,7 @@ on image and tabular data in the real file formats."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -292,3 +293,18 @@ def test_batch_larger_than_the_dataset_is_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"method.batch_size: got 64 .* only 40 records"):
         DPSGDGAN(batch_size=64).train_private(_images(), PrivacySpec(1.0, 1e-5), _ctx(tmp_path))
     assert not (tmp_path / "checkpoints").exists()  # refused before any privacy state
+
+
+def test_generator_ema_is_what_gets_sampled(tmp_path) -> None:
+    data = _images()
+    method = DPSGDGAN(steps=3, checkpoint_every=0, g_ema=0.9, **TINY)
+    synth, _ = method.train_private(data, PrivacySpec(2.0, 1e-5), _ctx(tmp_path))
+    assert not any(p.requires_grad for p in synth.generator.parameters())  # the EMA copy
+    gen = CondDCGANGenerator((1, 8, 8), 3, code_dim=4, width=4)
+    m = _module(False, data, 0.0, 1.0)
+    m.g_ema, m.generator_ema = 0.9, copy.deepcopy(m.generator).requires_grad_(False)
+    before = [p.clone() for p in m.generator_ema.parameters()]
+    m.generator.load_state_dict(gen.state_dict())
+    m.update_ema()  # step 0: warm-up decay min(0.9, 1/10) = 0.1
+    for pe, b, p in zip(m.generator_ema.parameters(), before, gen.parameters(), strict=True):
+        torch.testing.assert_close(pe, 0.1 * b + 0.9 * p)

@@ -50,7 +50,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Tiny data
 # ----------------------------------------------------------------------------------------------
@@ -138,7 +137,7 @@ class TinyExtractor(nn.Module):
 @pytest.mark.parametrize("name", list(IMAGE_CLASSIFIERS))
 def test_image_classifiers_beat_chance_on_separable_images(name: str) -> None:
     data = image_dataset()
-    params = {"epochs": 20} if name == "cnn" else {}
+    params = {"min_steps": 150} if name == "cnn" else {}
     acc = get_image_classifier(name, seed=0, **params)(
         data.train_x, data.train_y, data.test_x, data.test_y
     )
@@ -150,9 +149,9 @@ def test_cnn_is_generic_over_shapes_deterministic_and_leaves_global_rng_alone() 
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    a = cnn_accuracy(x, y, x, y, seed=7, epochs=1, num_classes=3)
+    a = cnn_accuracy(x, y, x, y, seed=7, epochs=1, min_steps=0, num_classes=3)
     after = torch.rand(1)
-    b = cnn_accuracy(x, y, x, y, seed=7, epochs=1, num_classes=3)
+    b = cnn_accuracy(x, y, x, y, seed=7, epochs=1, min_steps=0, num_classes=3)
     assert a == b
     assert torch.equal(before, after)
 
@@ -296,7 +295,7 @@ def test_each_eval_yaml_instantiates_and_runs_on_tiny_data(
     data = image_dataset() if kind == "image" else tabular_dataset()
     ev = hydra.utils.instantiate(
         cfg,
-        classifier_params={"cnn": {"epochs": 1}},
+        classifier_params={"cnn": {"epochs": 1, "min_steps": 10}},
         feature_extractor=TinyExtractor(data.spec.dim),
         _convert_="all",
     )
@@ -311,6 +310,7 @@ def test_each_eval_yaml_instantiates_and_runs_on_tiny_data(
     if kind == "image":
         assert {f"eval/acc_{c}" for c in cfg.classifiers} <= set(out)
         assert ("eval/fid" in out) == cfg.fid.enabled
+        assert bool(list(tmp_path.glob("fidref-tinyimg-*.npz"))) == cfg.fid.enabled  # cached
         assert ("eval/real_acc_logreg" in out) == cfg.real_ceiling
     else:
         assert {f"eval/roc_auc_{c}" for c in cfg.tabular_classifiers} <= set(out)

@@ -134,18 +134,25 @@ def test_real_inception_gives_2048_features_offline() -> None:
     assert feats.abs().sum() > 0
 
 
-@pytest.mark.slow
 def test_fast_inception_variant_matches_the_plain_model() -> None:
-    x = images(8, 0)
-    plain = extract_features(x, fidlib.load_inception("cpu", variant="plain"), batch_size=8)
-    fast = extract_features(x, fidlib.load_inception("cpu", variant="fast"), batch_size=8)
+    """The eager rebuild (BatchNorm folded, channels-last) is the shipped network."""
+    x = images(4, 0)
+    plain = extract_features(x, fidlib.load_inception("cpu", variant="plain"), batch_size=4)
+    fast = extract_features(x, fidlib.load_inception("cpu", variant="fast"), batch_size=4)
     assert torch.allclose(fast, plain, atol=1e-4, rtol=1e-4)
 
 
-def test_extract_features_pads_the_last_batch_without_changing_results() -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize("pad", [False, True])
+def test_extract_features_batches_pads_and_threads_without_changing_results(
+    workers: int, pad: bool
+) -> None:
     ext = Projection()
+    ext.pad_batches = pad  # as for TorchScript extractors
     x = images(70, 0)
-    assert torch.allclose(extract_features(x, ext, batch_size=64), ext(torch.from_numpy(x)))
+    got = extract_features(x, ext, batch_size=16, workers=workers)
+    assert torch.allclose(got, ext(torch.from_numpy(x)), atol=1e-6)
+    assert torch.get_num_threads() == 1  # restored (the autouse fixture set 1)
 
 
 def test_reference_cache_is_reused_and_corruption_is_recomputed(

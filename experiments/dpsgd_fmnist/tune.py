@@ -96,6 +96,7 @@ def main() -> None:
     with open(args.out, "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row))
+    run_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(run_dir / "grid.npz", x=x[::200][:100], y=y[::200][:100])
 
 

@@ -5,7 +5,7 @@ settings of the chosen one) on the same images, interleaving the timed rounds so
 other processes hits every variant alike, and compares each variant's features with the plain
 TorchScript model's. Writes ``results/fid_speed/fid_speed.json`` and ``.md``.
 
-    python experiments/fid_speed/run.py              # ~6-10 min on a 2-core CPU
+    python experiments/fid_speed/run.py              # ~10 min on an idle 2-core CPU, ~20 busy
     python experiments/fid_speed/run.py --n 64 --rounds 1   # smoke run
 """
 
@@ -35,12 +35,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class Variant:
-    """One configuration to time: extractor variant, grad mode, batch size, threads."""
+    """One configuration to time: extractor variant, batch size, CPU threading."""
 
     name: str
     variant: str
     batch: int
-    threads: int | None = None  # None: torch's default
+    threads: int = 2  # CPU threads in all
+    workers: bool = True  # one forward pass per thread (ours) vs OpenMP inside each operator
     grad_mode: str = "inference_mode"  # or "no_grad" (how a plain script would call it)
     note: str = ""
     rates: list[float] = field(default_factory=list)
@@ -48,21 +49,21 @@ class Variant:
 
 
 def variants(batch: int) -> list[Variant]:
+    omp = {"workers": False}
     return [
-        Variant("plain", "plain", batch, grad_mode="no_grad", note="as shipped, torch.no_grad"),
-        Variant("inference_mode", "plain", batch, note="torch.inference_mode"),
-        Variant("channels_last", "channels_last", batch, note="NHWC input"),
-        Variant("frozen", "frozen", batch, note="torch.jit.freeze (BatchNorm folded)"),
-        Variant(
-            "fast",
-            "fast",
-            batch,
-            note="freeze + optimize_for_inference (oneDNN prepacked conv) + NHWC",
-        ),
-        Variant("fast_b32", "fast", 32, note="fast, batch 32"),
-        Variant("fast_b128", "fast", 128, note="fast, batch 128"),
-        Variant("fast_1thread", "fast", batch, threads=1, note="fast, 1 thread"),
-        Variant("bf16", "bf16", batch, note="NHWC + bf16 autocast (AVX512-BF16)"),
+        Variant("plain", "plain", batch, grad_mode="no_grad", note="as shipped, no_grad", **omp),
+        Variant("inference_mode", "plain", batch, note="as shipped, inference_mode", **omp),
+        Variant("channels_last", "channels_last", batch, note="as shipped, NHWC input", **omp),
+        Variant("eager", "eager", batch, note="rebuilt, BatchNorm folded, NCHW", **omp),
+        Variant("fast_omp", "fast", batch, note="rebuilt, BatchNorm folded, NHWC", **omp),
+        Variant("plain_workers", "plain", batch, note="as shipped, 2 worker threads"),
+        Variant("fast", "fast", batch, note="fast_omp + 2 worker threads (default)"),
+        Variant("fast_ofi", "fast_ofi", batch, note="fast + optimize_for_inference"),
+        Variant("fast_b16", "fast", 16, note="fast, batch 16"),
+        Variant("fast_b64", "fast", 64, note="fast, batch 64"),
+        Variant("plain_1thread", "plain", batch, threads=1, note="as shipped, 1 thread", **omp),
+        Variant("fast_1thread", "fast", batch, threads=1, note="fast, 1 thread", **omp),
+        Variant("bf16", "bf16", batch, note="fast + bf16 autocast (AVX512-BF16)"),
     ]
 
 
@@ -74,13 +75,13 @@ def digits(n: int) -> np.ndarray:
 
 def run_once(v: Variant, model: torch.nn.Module, x: np.ndarray) -> tuple[float, torch.Tensor]:
     threads = torch.get_num_threads()
-    if v.threads:
-        torch.set_num_threads(v.threads)
+    torch.set_num_threads(v.threads)
     try:
         grad = torch.no_grad() if v.grad_mode == "no_grad" else torch.inference_mode()
         with grad:
             start = time.perf_counter()
-            feats = extract_features(x, model, batch_size=v.batch)
+            workers = v.threads if v.workers else 1
+            feats = extract_features(x, model, batch_size=v.batch, workers=workers)
             elapsed = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
@@ -94,7 +95,8 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    flags = open("/proc/cpuinfo").read()
+    with open("/proc/cpuinfo") as f:
+        flags = f.read()
     isa = "AVX-512 + AVX512-BF16" if "avx512_bf16" in flags else "AVX2"
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return f"{os.cpu_count()}-core CPU ({cpu}, {isa}), {gpu}"
@@ -102,16 +104,17 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=128, help="timed images per variant and round")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--n", type=int, default=64, help="timed images per variant and round")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated variant names (default all)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "fid_speed")
     args = parser.parse_args()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     todo = [v for v in variants(args.batch) if not args.only or v.name in args.only.split(",")]
-    x = digits(max(args.n, max(v.batch for v in todo)))
+    sizes = {v.name: -(-args.n // v.batch) * v.batch for v in todo}  # whole batches only
+    x = digits(max(sizes.values()))
     models: dict[str, torch.nn.Module] = {}
     for v in todo:  # build + warm up (TorchScript specialises on the first calls of a shape)
         start = time.perf_counter()
@@ -125,8 +128,7 @@ def main() -> None:
     loads = []
     for r in range(args.rounds):  # interleaved: every variant sees the same background load
         for v in todo:
-            n = max(args.n, v.batch)
-            rate, f = run_once(v, models[v.name], x[:n])
+            rate, f = run_once(v, models[v.name], x[: sizes[v.name]])
             v.rates.append(rate)
             feats[v.name] = f[: args.n]
             loads.append(os.getloadavg()[0])
@@ -135,6 +137,7 @@ def main() -> None:
     base = feats.get("plain")
     base_rate = statistics.median(todo[0].rates)
     half = args.n // 2
+    fids: dict[str, float] = {}  # one FID per extractor variant (eigh of 2048x2048 is slow)
     rows = []
     for v in todo:
         f = feats[v.name]
@@ -143,7 +146,8 @@ def main() -> None:
             "note": v.note,
             "variant": v.variant,
             "batch": v.batch,
-            "threads": v.threads or torch.get_num_threads(),
+            "threads": v.threads,
+            "threading": "worker threads" if v.workers and v.threads > 1 else "OpenMP",
             "images_per_s": statistics.median(v.rates),
             "rounds": v.rates,
             "speedup_vs_plain": statistics.median(v.rates) / base_rate,
@@ -153,10 +157,11 @@ def main() -> None:
             err = (f - base).abs()
             row["max_abs_err"] = float(err.max())
             row["mean_rel_err"] = float(err.mean() / base.abs().mean())
-            fid_plain = fid_from_features(base[:half], base[half:])
-            fid_v = fid_from_features(f[:half], f[half:])
-            row["fid_halves"] = fid_v
-            row["fid_rel_change"] = abs(fid_v - fid_plain) / fid_plain
+            for name, g in (("plain", base), (v.variant, f)):
+                if name not in fids:
+                    fids[name] = fid_from_features(g[:half], g[half:])
+            row["fid_halves"] = fids[v.variant]
+            row["fid_rel_change"] = abs(fids[v.variant] - fids["plain"]) / fids["plain"]
         rows.append(row)
 
     result = {
@@ -191,12 +196,13 @@ def markdown(result: dict) -> str:
         "| FID change |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    nan = float("nan")
     for r in result["variants"]:
         lines.append(
-            f"| {r['name']} | {r['note']} | {r['batch']} | {r['threads']} "
+            f"| {r['name']} | {r['note']} | {r['batch']} | {r['threads']} ({r['threading']}) "
             f"| {r['images_per_s']:.2f} | {r['speedup_vs_plain']:.2f} "
-            f"| {r.get('max_abs_err', float('nan')):.1e} | {r.get('mean_rel_err', float('nan')):.1e} "
-            f"| {r.get('fid_rel_change', float('nan')):.1e} |"
+            f"| {r.get('max_abs_err', nan):.1e} | {r.get('mean_rel_err', nan):.1e} "
+            f"| {r.get('fid_rel_change', nan):.1e} |"
         )
     return "\n".join(lines) + "\n"
 

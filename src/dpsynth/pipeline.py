@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import resource
 import shutil
 import time
 import traceback
@@ -190,7 +191,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     data = load_data(cfg)
     timings["load"] = time.perf_counter() - t0
     record["dataset"] = data.spec.name
-    method.check(data.spec, {k: cfg.dataset.get(k) for k in DATASET_OPTION_KEYS})
+    method.check(data.spec, {k: cfg.dataset.get(k) for k in DATASET_OPTION_KEYS}, data.n_train)
     preflight(cfg, data, privacy, method, run_dir)
     evaluator = build(cfg.eval)
 
@@ -234,6 +235,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise
     finally:
         timings["total"] = time.perf_counter() - start
+        # ru_maxrss is in KiB on Linux: the process's peak resident memory so far.
+        record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         write_record(run_dir, record)
     return record
 

@@ -8,7 +8,9 @@ on the real training split give the ceiling.
 Settings were chosen for speed on a 2-core CPU without moving the result (Fashion-MNIST, real
 train -> real test): logistic regression on raw pixels, lbfgs, 100 iterations: 84.45% in ~14 s
 (5000 iterations, the DP-MERF setting: 84.46%); scikit-learn's default MLP (100 hidden units,
-Adam) for 30 epochs: 88.5% in ~12 s (the published real-data ceiling is 88.4%).
+Adam) for 30 epochs: 88.5% in ~12 s (the published real-data ceiling is 88.4%); the LeNet-style
+CNN (16/32 channels), 3 epochs of Adam: 88.1% in ~95 s on one busy core (classic LeNet-5 widths
+6/16: 86.0% in half the time).
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class LeNet(nn.Module):
     """
 
     def __init__(
-        self, shape: tuple[int, int, int], num_classes: int, width: int = 32, hidden: int = 128
+        self, shape: tuple[int, int, int], num_classes: int, width: int = 16, hidden: int = 128
     ) -> None:
         super().__init__()
         c, h, w = shape
@@ -136,13 +138,16 @@ def cnn_accuracy(
     *,
     seed: int = 0,
     num_classes: int | None = None,
-    epochs: int = 5,
+    epochs: int = 3,
+    min_steps: int = 500,
     batch_size: int = 128,
     lr: float = 1e-3,
     device: torch.device | str | None = None,
 ) -> float:
     """LeNet-style CNN trained with Adam for a few epochs, in percent.
 
+    Trains for ``epochs`` passes, or more passes until ``min_steps`` Adam steps: 3 epochs of
+    the 1,437 bundled 8x8 digits are only 36 steps (71% accuracy), 500 steps reach 97%.
     Deterministic given ``seed`` on CPU: initialisation and shuffling use their own RNG and the
     global torch RNG is left untouched. Uses CUDA when available; on CPU it runs on however
     many threads ``torch.set_num_threads`` allows.
@@ -161,7 +166,8 @@ def cnn_accuracy(
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    for _ in range(epochs):
+    steps_per_epoch = -(-len(x) // batch_size)
+    for _ in range(max(epochs, -(-min_steps // steps_per_epoch))):
         for idx in torch.randperm(len(x), generator=gen).split(batch_size):
             loss = nn.functional.cross_entropy(model(x[idx].to(dev)), y[idx].to(dev))
             opt.zero_grad(set_to_none=True)

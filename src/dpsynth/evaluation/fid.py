@@ -24,6 +24,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -47,7 +48,7 @@ INCEPTION_DIM = 2048
 CACHE_VERSION = 1
 # Ways to run the extractor (see load_inception); ``fast`` is the default, the others exist for
 # the benchmark in experiments/fid_speed.
-VARIANTS = ("plain", "channels_last", "eager", "fast", "bf16")
+VARIANTS = ("plain", "channels_last", "eager", "fast", "fast_ofi", "bf16")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,7 +104,8 @@ class InceptionFeatureExtractor(nn.Module):
     """[0, 1] images of any size and 1 or 3 channels -> (N, 2048) Inception pool features.
 
     Args:
-        model: the TorchScript network, input (N, 3, 299, 299) in [-1, 1].
+        model: the network (shipped TorchScript or its eager rebuild), input
+            (N, 3, 299, 299) in [-1, 1], output (N, 2048).
         variant: name of the preparation (one of :data:`VARIANTS`), part of the cache key.
         channels_last: feed NHWC tensors; oneDNN's convolutions are faster in that layout on CPU.
         autocast_dtype: run under ``torch.autocast`` in this dtype (bf16 variant), else fp32.
@@ -124,6 +126,8 @@ class InceptionFeatureExtractor(nn.Module):
         self.variant = variant
         self.channels_last = channels_last
         self.autocast_dtype = autocast_dtype
+        # TorchScript re-specialises on each new input shape: feed it whole batches only.
+        self.pad_batches = isinstance(model, torch.jit.ScriptModule)
 
     def forward(self, x: Tensor) -> Tensor:
         x = preprocess(x)  # (N, 3, 299, 299) in [-1, 1]
@@ -140,6 +144,8 @@ def preprocess(x: Tensor) -> Tensor:
     """(N, C, H, W) images in [0, 1], C in {1, 3} -> (N, 3, 299, 299) in [-1, 1].
 
     Grayscale is resized first and repeated afterwards (same result, a third of the work).
+    Values are clamped to [0, 1] (a generator without a final sigmoid may overshoot) but not
+    quantised to 8 bits: synthetic images are never written as PNGs in this pipeline.
     """
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise DataError(
@@ -264,13 +270,14 @@ def load_inception(
         variant: one of :data:`VARIANTS`:
 
             * ``plain``: the TorchScript model as shipped;
-            * ``channels_last``: the same fed NHWC tensors;
-            * ``eager``: rebuilt eagerly with BatchNorm folded, NHWC;
-            * ``fast`` (default): ``eager`` traced, frozen and passed through
-              ``torch.jit.optimize_for_inference`` (oneDNN prepacked weights, conv+ReLU fused)
-              on CPU; ``eager`` on GPU. Features within 1e-4 of ``plain``;
-            * ``bf16``: ``eager`` under bf16 autocast; moves features by a few percent, offered
-              for the benchmark only.
+            * ``channels_last``: the same, fed NHWC tensors;
+            * ``eager``: rebuilt eagerly with BatchNorm folded into the convolutions (NCHW);
+            * ``fast`` (default): ``eager`` in channels-last layout, which oneDNN's direct
+              convolutions use without reordering; features within 1e-4 of ``plain``;
+            * ``fast_ofi``: ``fast`` traced, frozen and passed through
+              ``torch.jit.optimize_for_inference`` (no faster here: it adds layout conversions);
+            * ``bf16``: ``fast`` under bf16 autocast; moves features by several percent, so it
+              is offered for the benchmark only.
 
     Raises:
         ConfigError: unknown variant.
@@ -283,20 +290,21 @@ def load_inception(
         )
     device = torch.device(device) if device is not None else default_device()
     model: nn.Module = torch.jit.load(str(inception_weights_path()), map_location="cpu").eval()
-    if variant in ("eager", "fast", "bf16"):
+    channels_last = variant != "plain" and variant != "eager"
+    if variant != "plain" and variant != "channels_last":
         model = EagerInception(model).eval()
-        model = model.to(device, memory_format=torch.channels_last)
-        if variant == "fast" and device.type == "cpu":
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if variant == "fast_ofi":
             example = torch.zeros(1, 3, INCEPTION_SIZE, INCEPTION_SIZE)
             example = example.contiguous(memory_format=torch.channels_last)
             with torch.no_grad():
                 traced = torch.jit.trace(model, example, check_trace=False)
             model = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-    model = model.to(device)
     extractor = InceptionFeatureExtractor(
-        model,
+        model.to(device),
         variant=variant,
-        channels_last=variant != "plain",
+        channels_last=channels_last,
         autocast_dtype=torch.bfloat16 if variant == "bf16" else None,
     )
     return extractor.eval()
@@ -320,25 +328,41 @@ def _batches(n: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(start + batch_size, n))
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @torch.inference_mode()
 def extract_features(
     images: np.ndarray | Tensor,
     extractor: nn.Module,
     *,
-    batch_size: int = 64,
+    batch_size: int = 32,
     device: torch.device | str | None = None,
+    workers: int | None = None,
     desc: str = "features",
 ) -> Tensor:
     """Run ``extractor`` over ``images`` in batches.
 
-    The last batch is padded to ``batch_size``: TorchScript re-specialises its graph on every
-    new input shape, which costs more than computing a few extra rows.
+    On CPU, batches go to ``workers`` Python threads that each run whole forward passes on one
+    core (torch releases the GIL inside its kernels), instead of splitting every operator over
+    OpenMP threads: no barrier per operator, so it scales on 2 cores and degrades gracefully
+    when other processes share them. For TorchScript extractors the last batch is padded to
+    ``batch_size``, since TorchScript re-specialises its graph on every new input shape.
 
     Args:
         images: (N, C, H, W) in [0, 1] (or whatever ``extractor`` expects).
         extractor: module mapping a batch to (B, F) features, on ``device``.
         batch_size: images per forward pass.
         device: where the batches go; default: where the extractor's parameters live.
+        workers: CPU threads, one batch each; default ``torch.get_num_threads()`` (so
+            ``torch.set_num_threads`` is respected); always 1 on a GPU.
         desc: progress bar label (the bar is shown only on an interactive terminal).
 
     Returns:
@@ -347,16 +371,37 @@ def extract_features(
     if device is None:
         param = next(iter(extractor.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
     x = torch.as_tensor(images)
     n = x.shape[0]
-    out: list[Tensor] = []
-    for sl in tqdm(list(_batches(n, batch_size)), desc=desc, disable=None, leave=False):
+    pad_last = bool(getattr(extractor, "pad_batches", False)) and n > batch_size
+    if device.type != "cpu":
+        workers = 1
+    workers = max(1, workers or torch.get_num_threads())
+
+    def run(sl: slice) -> Tensor:
         batch = x[sl]
-        pad = batch_size - batch.shape[0] if n > batch_size else 0
+        pad = batch_size - batch.shape[0] if pad_last else 0
         if pad:
             batch = torch.cat([batch, batch[:1].expand(pad, *batch.shape[1:])])
-        feats = extractor(batch.to(device, non_blocking=True))  # (B, F)
-        out.append(feats[: feats.shape[0] - pad].float().cpu())
+        with torch.inference_mode():  # thread-local: set it in each worker
+            feats = extractor(batch.to(device, non_blocking=True))  # (B, F)
+        return feats[: feats.shape[0] - pad].float().cpu()
+
+    slices = list(_batches(n, batch_size))
+    bar = tqdm(total=n, desc=desc, disable=None, leave=False)
+    out: list[Tensor] = []
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            stack.enter_context(_torch_threads(1))
+            pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="feats"))
+            results: Iterator[Tensor] = pool.map(run, slices)
+        else:
+            results = map(run, slices)
+        for feats in results:
+            out.append(feats)
+            bar.update(feats.shape[0])
+    bar.close()
     return torch.cat(out) if out else torch.empty(0, INCEPTION_DIM)
 
 
@@ -559,7 +604,7 @@ def reference_features(
     dataset: str,
     split: str,
     cache_dir: str | os.PathLike[str] | None,
-    batch_size: int = 64,
+    batch_size: int = 32,
 ) -> Reference:
     """Features + statistics of a real split, from the on-disk cache when valid.
 

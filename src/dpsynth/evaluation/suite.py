@@ -47,7 +47,7 @@ class FIDConfig:
 
     enabled: bool = False
     n_samples: int = 2000
-    batch_size: int = 64
+    batch_size: int = 32
     variant: str = "fast"
 
 
@@ -188,9 +188,7 @@ class Evaluator:
         if self.privacy.enabled:
             with self._timed("privacy"):
                 out.update(
-                    privacy_metrics(
-                        sx, data.train_x, data.test_x, n=self.privacy.n, seed=self.seed
-                    )
+                    privacy_metrics(sx, data.train_x, data.test_x, n=self.privacy.n, seed=self.seed)
                 )
         return {f"eval/{k}": float(v) for k, v in sorted(out.items())}
 
@@ -248,8 +246,8 @@ class Evaluator:
             )
         if y.size and (y.min() < 0 or y.max() >= spec.num_classes):
             raise DataError(
-                f"synthetic_y: labels span [{y.min()}, {y.max()}], allowed 0..{spec.num_classes - 1}"
-                f" for dataset '{spec.name}'."
+                f"synthetic_y: labels span [{y.min()}, {y.max()}], allowed "
+                f"0..{spec.num_classes - 1} for dataset '{spec.name}'."
             )
         return x, y.astype(np.int64)
 
@@ -315,9 +313,7 @@ class Evaluator:
         out: dict[str, float] = {}
         common = {"classifiers": self.tabular_classifiers, "num_classes": spec.num_classes}
         with self._timed("tabular"):
-            out.update(
-                tabular_utility(sx, sy, data.test_x, data.test_y, seed=self.seed, **common)
-            )
+            out.update(tabular_utility(sx, sy, data.test_x, data.test_y, seed=self.seed, **common))
         if self.real_ceiling:
             with self._timed("real_tabular"):
                 real = tabular_utility(

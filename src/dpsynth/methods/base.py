@@ -104,12 +104,18 @@ class Method:
     one_shot: ClassVar[bool] = True
     private: ClassVar[bool] = True
 
-    def check(self, spec: DataSpec, dataset_options: dict[str, Any] | None = None) -> None:
+    def check(
+        self,
+        spec: DataSpec,
+        dataset_options: dict[str, Any] | None = None,
+        n_train: int | None = None,
+    ) -> None:
         """Refuse an unsupported method × dataset combination before any work starts.
 
         Args:
             spec: public metadata of the loaded dataset.
             dataset_options: the dataset YAML's public constants (e.g. ``sigma0_sq``).
+            n_train: number of training records (public under replace-one adjacency).
         """
         if spec.kind not in self.kinds:
             raise ConfigError(

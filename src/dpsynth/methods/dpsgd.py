@@ -71,6 +71,7 @@ the resumed run takes only the steps the budget still allows.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -340,6 +341,7 @@ class GANModule(pl.LightningModule):
         accountant: IAccountant | None = None,
         budget_steps: int = 0,
         secure_mode: bool = False,
+        g_ema: float = 0.0,
         state: dict[str, Any] | None = None,
         state_path: Path | None = None,
     ) -> None:
@@ -350,6 +352,10 @@ class GANModule(pl.LightningModule):
             ModuleValidator.validate(discriminator, strict=True)
             discriminator = GradSampleModule(discriminator, loss_reduction="mean")
         self.generator, self.discriminator = generator, discriminator
+        # Exponential moving average of G's weights (what is sampled from when g_ema > 0):
+        # post-processing of G, smooths the step-to-step jitter that noisy D gradients cause.
+        self.g_ema = g_ema
+        self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if g_ema else None
         self._x, self._y = train_x, train_y
         self.label_probs = torch.as_tensor(label_probs, dtype=torch.float64)
         self.code_dim, self.batch_size, self.d_steps = code_dim, batch_size, d_steps
@@ -535,6 +541,23 @@ class GANModule(pl.LightningModule):
             grads = list(torch.autograd.grad(loss, params))
         return loss.detach(), grads
 
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """θ_ema ← d·θ_ema + (1 − d)·θ_G with d warmed up as min(g_ema, (1 + t)/(10 + t)), so
+        short runs are not stuck near the initial weights; buffers (BN statistics) are copied."""
+        if self.generator_ema is None:
+            return
+        t = self.global_step
+        d = min(self.g_ema, (1 + t) / (10 + t))
+        for pe, p in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
+            pe.lerp_(p, 1.0 - d)
+        for be, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+            be.copy_(b)
+
+    def sampling_generator(self) -> nn.Module:
+        """The generator to release: the EMA copy when enabled."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
     # ------------------------------------------------------------------ Lightning
 
     def on_fit_start(self) -> None:
@@ -564,6 +587,7 @@ class GANModule(pl.LightningModule):
             p.grad = g
         g_opt.step()  # through Lightning: one global step per training step
         g_opt.zero_grad(set_to_none=True)
+        self.update_ema()
         self.log_dict(
             {"train/g_loss": loss, "privacy/dp_steps": float(self.dp_steps)},
             on_step=True,
@@ -619,6 +643,7 @@ class DPSGDGAN(Method):
         tabular_d_width: int = 128,
         class_counts: Literal["auto", "release", "uniform"] = "auto",
         count_noise_multiplier: float = 50.0,
+        g_ema: float = 0.999,
         secure_mode: bool = False,
         checkpoint_every: int = 500,
     ) -> None:
@@ -662,7 +687,7 @@ class DPSGDGAN(Method):
         for key, value in positive.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"method.{key}: got {value}; must be a finite number > 0.")
-        for key, value in (("beta1", beta1), ("beta2", beta2)):
+        for key, value in (("beta1", beta1), ("beta2", beta2), ("g_ema", g_ema)):
             if not 0 <= value < 1:
                 raise ConfigError(f"method.{key}: got {value}; allowed: 0 ≤ {key} < 1.")
         if noise_multiplier is not None and not (
@@ -688,6 +713,7 @@ class DPSGDGAN(Method):
         self.tabular_width, self.tabular_d_width = int(tabular_width), int(tabular_d_width)
         self.class_counts, self.count_noise_multiplier = class_counts, float(count_noise_multiplier)
         self.secure_mode, self.checkpoint_every = bool(secure_mode), int(checkpoint_every)
+        self.g_ema = float(g_ema)
 
     # ------------------------------------------------------------------ plan
 
@@ -696,6 +722,16 @@ class DPSGDGAN(Method):
         if self.steps is not None:
             return self.steps
         return max(1, math.ceil(self.epochs * n / self.batch_size))
+
+    def check(
+        self,
+        spec: DataSpec,
+        dataset_options: dict[str, Any] | None = None,
+        n_train: int | None = None,
+    ) -> None:
+        super().check(spec, dataset_options, n_train)
+        if n_train is not None:
+            self.sample_rate(n_train)  # a batch larger than the data fails before any output
 
     def sample_rate(self, n: int) -> float:
         """Poisson rate q = batch_size / n; refuses a batch larger than the dataset."""
@@ -828,12 +864,13 @@ class DPSGDGAN(Method):
             accountant=accountant,
             budget_steps=steps,
             secure_mode=self.secure_mode,
+            g_ema=self.g_ema,
             state=state,
             state_path=state_path,
         )
         # Always fit: on a resume Lightning restores the weights even when nothing is left to do.
         fit(module, math.ceil(steps / self.d_steps), ctx, self.checkpoint_every)  # G steps
-        synth = Synthesizer(module.generator.cpu(), code_dim, label_probs, spec)
+        synth = Synthesizer(module.sampling_generator().cpu(), code_dim, label_probs, spec)
         return synth, self._ledger(privacy, module, q, sigma)
 
     def _resume_or_release(

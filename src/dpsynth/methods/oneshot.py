@@ -192,7 +192,10 @@ class EmbeddingMethod(Method):
         tabular_code_dim: int = 16,
         tabular_width: int = 0,
         checkpoint_every: int = 500,
+        name: str | None = None,
     ) -> None:
+        if name is not None:  # a preset YAML over the same class names itself (one name each)
+            self.name = name
         if class_counts not in ("auto", "release", "uniform"):
             raise ConfigError(
                 f"method.class_counts: got {class_counts!r}; allowed: auto, release, uniform."
@@ -220,8 +223,13 @@ class EmbeddingMethod(Method):
 
     # ------------------------------------------------------------------ public parameters
 
-    def check(self, spec: DataSpec, dataset_options: dict[str, Any] | None = None) -> None:
-        super().check(spec, dataset_options)
+    def check(
+        self,
+        spec: DataSpec,
+        dataset_options: dict[str, Any] | None = None,
+        n_train: int | None = None,
+    ) -> None:
+        super().check(spec, dataset_options, n_train)
         self._sigma0_sq(dataset_options or {})
         if spec.kind == "image" and (spec.shape[1] % 4 or spec.shape[2] % 4):
             raise ConfigError(
