@@ -60,8 +60,13 @@ def _csv_unknown_test_category(tmp: Path) -> list[str]:
     frame[cats[0]] = frame[cats[0]].astype(object)
     frame.loc[0, cats[0]] = "never-seen-category"
     frame.to_csv(test, index=False)
-    return ["dataset=csv", f"dataset.path={path}", f"dataset.test_path={test}",
-            "dataset.target=label", f"dataset.categorical=[{','.join(cats)}]"]
+    return [
+        "dataset=csv",
+        f"dataset.path={path}",
+        f"dataset.test_path={test}",
+        "dataset.target=label",
+        f"dataset.categorical=[{','.join(cats)}]",
+    ]
 
 
 def _empty_class(tmp: Path) -> list[str]:
@@ -82,12 +87,17 @@ CASES = {
     "delta_zero": (lambda t: ["privacy.delta=0"], ConfigError, "privacy.delta"),
     "delta_at_least_1_over_n": (lambda t: ["privacy.delta=0.01"], ConfigError, "1/n = 1/1437"),
     "unsupported_combination": (
-        lambda t: ["dataset=celeba", f"data_dir={write_celeba(t / 'c', n=12, size=(24, 30))}",
-                   "dataset.image_size=10"],
-        ConfigError, "divisible by 4",
+        lambda t: [
+            "dataset=celeba",
+            f"data_dir={write_celeba(t / 'c', n=12, size=(24, 30))}",
+            "dataset.image_size=10",
+        ],
+        ConfigError,
+        "divisible by 4",
     ),
     "missing_data_folder": (
-        lambda t: ["dataset=mnist", f"data_dir={t / 'nowhere'}"], DataError,
+        lambda t: ["dataset=mnist", f"data_dir={t / 'nowhere'}"],
+        DataError,
         "train-images-idx3-ubyte",
     ),
     "truncated_idx": (_truncate_idx, DataError, "train-images-idx3-ubyte.gz"),
@@ -96,11 +106,14 @@ CASES = {
     "csv_unknown_category": (_csv_unknown_test_category, DataError, "never-seen-category"),
     "empty_class": (_empty_class, DataError, "9"),
     "cache_dir_not_writable": (
-        lambda t: [f"cache_dir={_not_a_folder(t)}"], ConfigError, "cache_dir"
+        lambda t: [f"cache_dir={_not_a_folder(t)}"],
+        ConfigError,
+        "cache_dir",
     ),
     "data_dir_not_writable_download": (
         lambda t: ["dataset=mnist", "dataset.download=true", f"data_dir={_not_a_folder(t)}"],
-        DataError, "a-file",
+        DataError,
+        "a-file",
     ),
 }
 

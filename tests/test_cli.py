@@ -23,13 +23,18 @@ ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONWA
 def dpsynth(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "dpsynth", *args],
-        cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def test_default_job_writes_the_run_folder(tmp_path) -> None:
-    out = dpsynth("method.steps=30", f"cache_dir={tmp_path / 'cache'}", "hydra.run.dir=run",
-                  cwd=tmp_path)
+    out = dpsynth(
+        "method.steps=30", f"cache_dir={tmp_path / 'cache'}", "hydra.run.dir=run", cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "completed" and record["dataset"] == "digits"
@@ -39,8 +44,9 @@ def test_default_job_writes_the_run_folder(tmp_path) -> None:
         assert (tmp_path / "run" / name).exists(), name
     assert "ε spent" in out.stdout
     # the same command again: skipped, nothing re-spent
-    again = dpsynth("method.steps=30", f"cache_dir={tmp_path / 'cache'}", "hydra.run.dir=run",
-                    cwd=tmp_path)
+    again = dpsynth(
+        "method.steps=30", f"cache_dir={tmp_path / 'cache'}", "hydra.run.dir=run", cwd=tmp_path
+    )
     assert again.returncode == 0 and "skipped" in again.stdout
 
 
@@ -70,10 +76,20 @@ def test_unknown_choice_lists_options(tmp_path) -> None:
 
 
 def test_kill_and_resume(tmp_path) -> None:
-    args = ["method=pearl", "method.steps=800", "method.checkpoint_every=100",
-            f"cache_dir={tmp_path / 'cache'}", "hydra.run.dir=run"]
-    proc = subprocess.Popen([sys.executable, "-m", "dpsynth", *args], cwd=tmp_path, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "method=pearl",
+        "method.steps=800",
+        "method.checkpoint_every=100",
+        f"cache_dir={tmp_path / 'cache'}",
+        "hydra.run.dir=run",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dpsynth", *args],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 180
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -93,8 +109,14 @@ def test_kill_and_resume(tmp_path) -> None:
 
 
 def test_sweep_skips_finished_jobs_and_survives_failures(tmp_path) -> None:
-    common = ["-m", "study=t", "method.steps=5", f"cache_dir={tmp_path / 'cache'}",
-              "hydra.sweep.dir=sweep", "eval=fast"]
+    common = [
+        "-m",
+        "study=t",
+        "method.steps=5",
+        f"cache_dir={tmp_path / 'cache'}",
+        "hydra.sweep.dir=sweep",
+        "eval=fast",
+    ]
     out = dpsynth(*common, "method=pearl,dpmerf", "method.hidden=16", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     records = sorted((tmp_path / "sweep").rglob("metrics.json"))
@@ -102,8 +124,14 @@ def test_sweep_skips_finished_jobs_and_survives_failures(tmp_path) -> None:
     again = dpsynth(*common, "method=pearl,dpmerf", "method.hidden=16", cwd=tmp_path)
     assert again.stdout.count("skipped") == 2
     # a failing job (sigma0_sq missing is caught before any work) does not stop the next one
-    mixed = dpsynth(*common, "method=pearl", "method.hidden=16", "seed=1,2",
-                    "dataset.sigma0_sq=-1", cwd=tmp_path)
+    mixed = dpsynth(
+        *common,
+        "method=pearl",
+        "method.hidden=16",
+        "seed=1,2",
+        "dataset.sigma0_sq=-1",
+        cwd=tmp_path,
+    )
     assert mixed.returncode == 0
     assert mixed.stderr.count("dpsynth: error:") == 2
 

@@ -32,8 +32,13 @@ def _needs(path: Path) -> None:
 def test_logreg_accuracy_at_eps1(tmp_path, dataset, data_dir, method, floor) -> None:
     _needs(data_dir)
     cfg = compose_config(
-        [f"dataset={dataset}", f"method={method}", f"data_dir={data_dir}", "eval=fast",
-         "progress=false"],
+        [
+            f"dataset={dataset}",
+            f"method={method}",
+            f"data_dir={data_dir}",
+            "eval=fast",
+            "progress=false",
+        ],
         tmp_path,
     )
     record = run(cfg, tmp_path / "run")
@@ -44,8 +49,13 @@ def test_logreg_accuracy_at_eps1(tmp_path, dataset, data_dir, method, floor) -> 
 def test_adult_end_to_end(tmp_path) -> None:
     _needs(SHARED / "adult")
     cfg = compose_config(
-        ["dataset=adult", "method=pearl", f"data_dir={SHARED / 'adult'}", "eval=fast",
-         "progress=false"],
+        [
+            "dataset=adult",
+            "method=pearl",
+            f"data_dir={SHARED / 'adult'}",
+            "eval=fast",
+            "progress=false",
+        ],
         tmp_path,
     )
     record = run(cfg, tmp_path / "run")
