@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -195,6 +196,39 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     preflight(cfg, data, privacy, method, run_dir)
     evaluator = build(cfg.eval)
 
+    # One process per run folder: a concurrent sweep that reaches the same job skips it.
+    lock = run_lock(run_dir)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise DpsynthError(
+            f"{run_dir} is being written by another process (lock {lock.lock_file}); this job "
+            "is skipped here. Re-run the command when it has finished to collect its result."
+        ) from None
+    try:
+        return _execute(cfg, run_dir, method, privacy, data, evaluator, record, resolved, start)
+    finally:
+        lock.release()
+
+
+def run_lock(run_dir: Path) -> FileLock:
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(run_dir.parent / f".{run_dir.name}.lock"))
+
+
+def _execute(
+    cfg: DictConfig,
+    run_dir: Path,
+    method: Method,
+    privacy: PrivacySpec,
+    data: Dataset,
+    evaluator: Any,
+    record: dict[str, Any],
+    resolved: dict[str, Any],
+    start: float,
+) -> dict[str, Any]:
+    """Train, sample, evaluate and write; every failure is recorded in metrics.json."""
+    timings = record["timings"]
     # From here on outputs exist: any failure is recorded as such, never left half-written.
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
