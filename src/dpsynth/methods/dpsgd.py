@@ -66,7 +66,13 @@ Resume. The accountant history, σ, q, the step budget and the released label pr
 written to ``run_dir/checkpoints/privacy_state.json`` after every DP step and stored in every
 Lightning checkpoint. A resumed run continues that history, never a fresh one: steps executed
 after the last model checkpoint of a killed run stay charged (their log lines were outputs), so
-the resumed run takes only the steps the budget still allows.
+the resumed run takes only the steps the budget still allows. (``resume=false`` makes the
+pipeline delete ``checkpoints/``: that starts a new run which spends its budget again, like
+deleting a cached one-shot release.)
+
+Released model: the generator, or an exponential moving average of its weights (``g_ema``,
+default 0.999) — post-processing either way, and the average smooths the step-to-step jitter
+that noisy discriminator gradients put into the generator.
 """
 
 from __future__ import annotations
@@ -624,9 +630,9 @@ class DPSGDGAN(Method):
         name: str = "dpsgd",
         private: bool = True,
         accountant: str = "prv",
-        epochs: float = 30.0,
-        steps: int | None = None,
-        batch_size: int = 512,
+        steps: int | None = 3000,
+        epochs: float = 13.0,
+        batch_size: int = 256,
         d_steps: int = 1,
         noise_multiplier: float | None = None,
         max_grad_norm: float = 1.0,
@@ -635,8 +641,8 @@ class DPSGDGAN(Method):
         beta1: float = 0.5,
         beta2: float = 0.999,
         code_dim: int = 64,
-        g_width: int = 32,
-        d_width: int = 32,
+        g_width: int = 16,
+        d_width: int = 16,
         d_groups: int = 8,
         tabular_code_dim: int = 16,
         tabular_width: int = 0,

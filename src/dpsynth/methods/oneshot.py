@@ -364,6 +364,9 @@ def fit(module: pl.LightningModule, steps: int, ctx: RunContext, checkpoint_ever
     """Run Lightning for ``steps`` steps, checkpointing so a killed run resumes where it was."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    # Lightning's start-up banners (GPU available, tips) are noise in a benchmark log.
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     ckpt_dir = ctx.run_dir / "checkpoints"
     callbacks = []
     if checkpoint_every > 0:
@@ -387,8 +390,6 @@ def fit(module: pl.LightningModule, steps: int, ctx: RunContext, checkpoint_ever
         default_root_dir=str(ctx.run_dir),
         **opts,
     )
-    # Lightning's start-up banners (GPU available, tips) are noise in a benchmark log.
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     last = ckpt_dir / "last.ckpt"
     if last.exists():
         ctx.resumed_from_step = int(
