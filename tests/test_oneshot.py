@@ -12,9 +12,10 @@ from scipy.stats import multivariate_normal
 
 from dpsynth.data.base import Dataset, DataSpec
 from dpsynth.errors import ConfigError
-from dpsynth.methods.base import PrivacySpec, RunContext
+from dpsynth.methods.base import PrivacySpec, RunContext, Synthesizer
 from dpsynth.methods.dpmerf import DPMERF
 from dpsynth.methods.embedding import batch_embedding, draw_frequencies
+from dpsynth.methods.generators import ConvGenerator
 from dpsynth.methods.oneshot import EmbeddingMatcher
 from dpsynth.methods.pearl import PEARL, FrequencyCritic, critic_weights
 
@@ -51,7 +52,7 @@ def test_alpha_is_the_normalised_gaussian_density_ratio() -> None:
 
 def test_critic_at_init_is_uniform() -> None:
     freqs = draw_frequencies(30, 6, 5.0, seed=1)
-    alpha = FrequencyCritic(6, 5.0)(freqs)
+    alpha = FrequencyCritic(6, 5.0)(freqs**2)
     torch.testing.assert_close(alpha, torch.full((30,), 1 / 30))
 
 
@@ -160,3 +161,26 @@ def test_cached_release_reused_with_one_spend(tmp_path) -> None:
     np.testing.assert_array_equal(a["embedding"], b["embedding"])
     c = method.release(data, PrivacySpec(2.0, 1e-5), ctx)  # another budget → another release
     assert not c.ledger.cache_hit
+
+
+def test_channels_last_generator_computes_the_plain_layout_function() -> None:
+    # The conv stack runs channels-last for speed; the function must be the NCHW one.
+    torch.manual_seed(0)
+    gen = ConvGenerator((3, 8, 8), 4, code_dim=5, hidden=16, base_channels=4, mid_channels=3)
+    gen.eval()
+    code, labels = torch.randn(6, 5), torch.arange(6) % 4
+    fast = gen(code, labels)  # (6, 3, 8, 8)
+    h = gen.fc(torch.cat([code, torch.nn.functional.one_hot(labels, 4).float()], 1))
+    plain = gen.conv.to(memory_format=torch.contiguous_format)(h.view(-1, *gen.base))
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_sampling_builds_no_autograd_graph() -> None:
+    gen = ConvGenerator((1, 4, 4), 3, code_dim=2, hidden=8, base_channels=2, mid_channels=2)
+    grad_modes: list[bool] = []
+    gen.register_forward_hook(lambda *_: grad_modes.append(torch.is_grad_enabled()))
+    spec = DataSpec("toy", "image", (1, 4, 4), 3, ("a", "b", "c"))
+    x, y = Synthesizer(gen, 2, np.full(3, 1 / 3), spec).sample(7, seed=0, batch_size=3)
+    assert x.shape == (7, 1, 4, 4) and x.dtype == np.float32
+    assert np.bincount(y).tolist() == [3, 2, 2]
+    assert grad_modes == [False, False, False]  # three batches, none recording a graph

@@ -37,6 +37,11 @@ def test_end_to_end(tiny_config, tmp_path, dataset: str, method: str) -> None:
     assert on_disk["metrics"] and all(math.isfinite(v) for v in on_disk["metrics"].values())
     assert set(on_disk["higher_is_better"]) == set(on_disk["metrics"])
     assert {"load", "train", "sample", "evaluate", "total"} <= set(on_disk["timings"])
+    peaks = on_disk["peak_rss_mb_by_stage"]  # peak-so-far after each stage: non-decreasing
+    stages = ["load", "train", "sample", "evaluate"]
+    assert set(stages) <= set(peaks) and ("release" in peaks) == build_method(cfg).one_shot
+    assert [peaks[s] for s in stages] == sorted(peaks[s] for s in stages)
+    assert peaks["evaluate"] <= on_disk["peak_rss_mb"]
     assert on_disk["versions"]["torch"]
     assert (run_dir / "config.json").exists()
     if dataset in ("adult", "csv"):
@@ -54,6 +59,14 @@ def test_method_names_match_their_yaml(tmp_path) -> None:
         cfg = compose_config([f"method={name}"], tmp_path)
         method = build_method(cfg)
         assert isinstance(method, Method) and method.name == name
+
+
+def test_pearl_preset_uses_the_authors_loss_scale(tmp_path) -> None:
+    # Authors: 500·Σ α_i ℓ_i with Σ α = 1; ours: loss_scale·Σ k·α_i ℓ_i, so loss_scale = 500/k.
+    method = compose_config(["method=pearl"], tmp_path).method
+    assert method.loss_scale * method.num_features == pytest.approx(500.0)
+    assert (method.batch_size, method.steps, method.lr) == (100, 3000, 0.01)
+    assert (method.critic_lr, method.critic_every, method.scheduler) == (0.01, 5, "constant")
 
 
 def test_rerun_reuses_the_release(tiny_config, tmp_path) -> None:

@@ -94,20 +94,30 @@ def make_context(cfg: DictConfig, run_dir: Path) -> RunContext:
 
 
 def train_generator(
-    method: Method, data: Dataset, privacy: PrivacySpec, ctx: RunContext, timings: dict
+    method: Method,
+    data: Dataset,
+    privacy: PrivacySpec,
+    ctx: RunContext,
+    timings: dict[str, float],
+    memory: dict[str, float] | None = None,
 ) -> tuple[Synthesizer, Ledger]:
-    """Spend the budget and train. For one-shot methods the trainer never receives ``data``."""
+    """Spend the budget and train. For one-shot methods the trainer never receives ``data``.
+    ``timings`` and ``memory`` receive seconds and peak RSS (MiB) per stage."""
+    memory = {} if memory is None else memory
     t0 = time.perf_counter()
     if method.one_shot:
         release = method.release(data, privacy, ctx)
         timings["release"] = time.perf_counter() - t0
+        memory["release"] = peak_rss_mb()
         spec = data.spec
         t0 = time.perf_counter()
         synth = method.train(release, spec, ctx)  # post-processing: release + public spec only
         timings["train"] = time.perf_counter() - t0
+        memory["train"] = peak_rss_mb()
         return synth, release.ledger
     synth, ledger = method.train_private(data, privacy, ctx)
     timings["train"] = time.perf_counter() - t0
+    memory["train"] = peak_rss_mb()
     return synth, ledger
 
 
@@ -183,14 +193,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "higher_is_better": {},
         "flags": [],
         "timings": {},
+        "peak_rss_mb_by_stage": {},
         "git_sha": git_sha(),
         "versions": versions(),
     }
-    timings = record["timings"]
+    timings, memory = record["timings"], record["peak_rss_mb_by_stage"]
     start = time.perf_counter()
     t0 = time.perf_counter()
     data = load_data(cfg)
     timings["load"] = time.perf_counter() - t0
+    memory["load"] = peak_rss_mb()
     record["dataset"] = data.spec.name
     method.check(data.spec, {k: cfg.dataset.get(k) for k in DATASET_OPTION_KEYS}, data.n_train)
     preflight(cfg, data, privacy, method, run_dir)
@@ -228,7 +240,7 @@ def _execute(
     start: float,
 ) -> dict[str, Any]:
     """Train, sample, evaluate and write; every failure is recorded in metrics.json."""
-    timings = record["timings"]
+    timings, memory = record["timings"], record["peak_rss_mb_by_stage"]
     # From here on outputs exist: any failure is recorded as such, never left half-written.
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
@@ -236,7 +248,7 @@ def _execute(
     write_json(run_dir / "config.json", resolved)
     try:
         ctx = make_context(cfg, run_dir)
-        synth, ledger = train_generator(method, data, privacy, ctx, timings)
+        synth, ledger = train_generator(method, data, privacy, ctx, timings, memory)
         check_ledger(ledger, privacy, method)
         record["resumed_from_step"] = ctx.resumed_from_step
         record["privacy"].update(
@@ -248,10 +260,12 @@ def _execute(
         n = int(cfg.dataset.get("n_synthetic") or data.n_train)
         x, y = synth.sample(n, seed=int(cfg.seed) + 1)
         timings["sample"] = time.perf_counter() - t0
+        memory["sample"] = peak_rss_mb()
         record["flags"] = collapse_flags(x)
         t0 = time.perf_counter()
         metrics = evaluator(data, x, y, cache_dir=str(Path(cfg.cache_dir) / "eval"))
         timings["evaluate"] = time.perf_counter() - t0
+        memory["evaluate"] = peak_rss_mb()
         timings.update({f"evaluate/{k}": v for k, v in getattr(evaluator, "timings", {}).items()})
         record["metrics"] = {k: float(v) for k, v in metrics.items()}
         record["higher_is_better"] = {k: bool(evaluator.higher_is_better(k)) for k in metrics}
@@ -269,10 +283,16 @@ def _execute(
         raise
     finally:
         timings["total"] = time.perf_counter() - start
-        # ru_maxrss is in KiB on Linux: the process's peak resident memory so far.
-        record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        record["peak_rss_mb"] = peak_rss_mb()
         write_record(run_dir, record)
     return record
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MiB. The record keeps it after each stage
+    (``peak_rss_mb_by_stage``), so the peak of release + training + sampling is separable from
+    evaluation's. ru_maxrss is in KiB on Linux."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@
   Gaussian mechanisms applied to the private data), ``cache_hit``
 - ``metrics``: namespaced keys (``eval/acc_logreg``, ``eval/roc_auc``, ...);
   ``higher_is_better``: the same keys → bool; ``flags``: warnings such as mode collapse
-- ``timings``: seconds per stage; ``git_sha``; ``versions``
+- ``timings``: seconds per stage; ``peak_rss_mb`` (whole run) and ``peak_rss_mb_by_stage``
+  (the peak so far after load, release, train, sample, evaluate); ``git_sha``; ``versions``
 """
 
 from __future__ import annotations

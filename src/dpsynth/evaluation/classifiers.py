@@ -127,7 +127,9 @@ class LeNet(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x - 0.5))  # centre [0, 1] pixels
+        # Channels-last: oneDNN's small-channel convolutions are ~2× faster in it on CPU.
+        x = (x - 0.5).contiguous(memory_format=torch.channels_last)  # centre [0, 1] pixels
+        return self.head(self.features(x))
 
 
 def cnn_accuracy(
@@ -162,7 +164,7 @@ def cnn_accuracy(
     y = torch.as_tensor(np.asarray(train_y, np.int64))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LeNet(tuple(x.shape[1:]), num_classes).to(dev)
+        model = LeNet(tuple(x.shape[1:]), num_classes).to(dev, memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()

@@ -34,9 +34,9 @@ How one discriminator step is built (``GANModule.d_step``), and why it is sound:
   would also be sound but clips and noises a term that needs neither, wasting signal-to-noise
   and paying per-sample-gradient cost on the fake batch.)
 * Generator steps use D with the hooks disabled and gradients taken w.r.t. θ_G only.
-* What is logged during training is post-processing only (generator loss, D's loss on fake
-  samples, DP steps taken); the real-data discriminator loss is never computed outside the DP
-  path nor logged, since it is an un-noised function of the private batch.
+* What is logged during training is post-processing only (the generator loss, the DP steps
+  taken); the real-data discriminator loss is never computed outside the DP path nor logged,
+  since it is an un-noised function of the private batch.
 * Noise and Poisson sampling draw from generators seeded by the OS entropy pool, never from the
   run seed: a seeded noise or sampling stream would let anyone who knows the seed subtract the
   noise or know which records were sampled (which voids the amplification by subsampling).
@@ -416,7 +416,8 @@ class GANModule(pl.LightningModule):
         if saved is None:
             raise PrivacyError(
                 "the checkpoint to resume holds no accountant state; resuming would restart "
-                "the privacy accounting. Start a fresh run in a new run folder."
+                "the privacy accounting. Start afresh with resume=false (a new run that spends the "
+                "budget again) or in a new run folder."
             )
         _check_same_privacy(saved, self.state)
         hist = [tuple(h) for h in saved["accountant"]["history"]]
@@ -610,7 +611,8 @@ def _check_same_privacy(saved: dict[str, Any], current: dict[str, Any]) -> None:
             raise ConfigError(
                 f"resume: the run folder's privacy state has {key}={saved.get(key)!r} but this "
                 f"config gives {current[key]!r}. Resume with the original config, or start a "
-                "fresh run in a new run folder (a fresh accountant would under-count)."
+                "fresh run (resume=false, or a new run folder); continuing with a fresh accountant "
+                "would under-count."
             )
 
 
@@ -979,7 +981,8 @@ def _load_state(path: Path | None) -> dict[str, Any] | None:
     except Exception as e:  # noqa: BLE001 - any decode failure means an unusable state
         raise PrivacyError(
             f"{path.parent} holds an unreadable privacy state ({type(e).__name__}: {e}) of an "
-            "earlier attempt of this run. Start a fresh run in a new run folder."
+            "earlier attempt of this run. Start afresh with resume=false (a new run that spends "
+            "the budget again) or in a new run folder."
         ) from e
     if not found:
         return None

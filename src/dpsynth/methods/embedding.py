@@ -37,7 +37,7 @@ def class_embedding(
     y: np.ndarray,
     freqs: torch.Tensor,
     num_classes: int,
-    chunk: int = 16384,
+    chunk: int = 4096,
 ) -> np.ndarray:
     """Exact class-conditional mean embedding E (2k, C) of private data.
 

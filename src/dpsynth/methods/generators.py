@@ -50,11 +50,15 @@ class ConvGenerator(nn.Module):
             nn.Conv2d(mid_channels, c, 5, padding=2),
             nn.Sigmoid(),
         )
+        # oneDNN's small-channel 5×5 convolutions run 1.5-2.5× faster in channels-last layout
+        # on CPU (forward + backward, measured at batch 100); values are unchanged.
+        self.conv.to(memory_format=torch.channels_last)
 
     def forward(self, code: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         onehot = nn.functional.one_hot(labels, self.num_classes).to(code.dtype)  # (B, C)
         h = self.fc(torch.cat([code, onehot], dim=1))  # (B, c0·h0·w0)
-        return self.conv(h.view(-1, *self.base))  # (B, C, H, W)
+        h = h.view(-1, *self.base).contiguous(memory_format=torch.channels_last)  # (B, c0, h0, w0)
+        return self.conv(h)  # (B, C, H, W)
 
 
 class TabularGenerator(nn.Module):

@@ -96,6 +96,8 @@ class EmbeddingMatcher(pl.LightningModule):
         self.automatic_optimization = False
         self.generator, self.critic = generator, critic
         self.register_buffer("freqs", freqs)
+        # Public, derived from freqs; not saved (rebuilt on load).
+        self.register_buffer("freqs_sq", freqs**2, persistent=False)
         self.register_buffer("target", target)
         self.register_buffer("class_weights", class_weights)
         self.code_dim, self.batch_size, self.lr = code_dim, batch_size, lr
@@ -108,7 +110,7 @@ class EmbeddingMatcher(pl.LightningModule):
         k = self.freqs.shape[0]
         if self.critic is None:
             return torch.ones(k, device=self.freqs.device)
-        return k * self.critic(self.freqs)
+        return k * self.critic(self.freqs_sq)
 
     def generate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch with balanced labels (their proportions are applied as class weights)."""
