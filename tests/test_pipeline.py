@@ -15,7 +15,7 @@ from omegaconf.errors import ValidationError
 
 from dpsynth.errors import ConfigError, DataError
 from dpsynth.methods.base import Method
-from dpsynth.pipeline import build_method, run
+from dpsynth.pipeline import build_method, peak_rss_mb, reset_peak_rss, run
 from tests.conftest import DATASETS, METHODS, compose_config
 
 
@@ -137,3 +137,13 @@ def test_failure_after_start_is_recorded(tiny_config, tmp_path, monkeypatch) -> 
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "failed" and "disk on fire" in record["error"]
     assert not record["metrics"]
+
+
+def test_peak_rss_is_per_job_after_a_reset() -> None:
+    # A sweep runs its jobs in one process: each job's peak must not include the previous one's.
+    big = np.ones(40_000_000)  # 320 MB touched
+    before = peak_rss_mb()
+    del big
+    if not reset_peak_rss():
+        pytest.skip("this kernel cannot reset the peak-RSS mark")
+    assert peak_rss_mb() < before - 200

@@ -198,6 +198,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "versions": versions(),
     }
     timings, memory = record["timings"], record["peak_rss_mb_by_stage"]
+    reset_peak_rss()  # a sweep runs many jobs in one process: measure this job's peak only
     start = time.perf_counter()
     t0 = time.perf_counter()
     data = load_data(cfg)
@@ -288,11 +289,27 @@ def _execute(
     return record
 
 
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux ≥ 4.0); False where
+    that is not possible, and peaks then include earlier jobs of the same process."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float:
-    """The process's peak resident memory so far, in MiB. The record keeps it after each stage
-    (``peak_rss_mb_by_stage``), so the peak of release + training + sampling is separable from
-    evaluation's. ru_maxrss is in KiB on Linux."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's peak resident memory since the last ``reset_peak_rss``, in MiB. The record
+    keeps it after each stage (``peak_rss_mb_by_stage``), so the peak of release + training +
+    sampling is separable from evaluation's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:
