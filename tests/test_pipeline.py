@@ -16,7 +16,7 @@ from omegaconf.errors import ValidationError
 from dpsynth.errors import ConfigError, DataError
 from dpsynth.methods.base import Method
 from dpsynth.pipeline import build_method, peak_rss_mb, reset_peak_rss, run
-from tests.conftest import DATASETS, METHODS, compose_config
+from tests.conftest import DATASETS, METHODS, compose_config, shrink
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
@@ -75,6 +75,34 @@ def test_rerun_reuses_the_release(tiny_config, tmp_path) -> None:
     second = run(cfg, tmp_path / "b")
     assert not first["privacy"]["cache_hit"] and second["privacy"]["cache_hit"]
     assert len(second["privacy"]["releases"]) == len(first["privacy"]["releases"]) == 1
+
+
+@pytest.mark.parametrize(("eval_name", "kept"), [("fast", False), ("default", True)])
+def test_private_records_dropped_after_release_unless_evaluation_reads_them(
+    tmp_path, monkeypatch, eval_name: str, kept: bool
+) -> None:
+    import dpsynth.pipeline as pipeline
+
+    cfg = shrink(compose_config(["dataset=digits", "method=pearl", f"eval={eval_name}"], tmp_path))
+    seen = {}
+    real_train = pipeline.train_generator
+
+    def spy(method, data, *args, **kwargs):  # noqa: ANN001, ANN202
+        out = real_train(method, data, *args, **kwargs)
+        seen["n_after"] = len(data.train_x)
+        return out
+
+    monkeypatch.setattr(pipeline, "train_generator", spy)
+    with open_dict(cfg):
+        cfg.dataset.n_synthetic = None  # n = n_train, read before the records are dropped
+    if eval_name == "default":  # keep the tiny run quick: no Inception here
+        with open_dict(cfg):
+            cfg.eval.fid.enabled = cfg.eval.kid.enabled = False
+            cfg.eval.classifiers = ["logreg"]
+    record = run(cfg, tmp_path / "run")
+    assert record["status"] == "completed"
+    assert (seen["n_after"] > 0) == kept
+    assert len(np.load(tmp_path / "run" / "samples.npz")["y"]) == 1437  # n_synthetic = n_train
 
 
 @pytest.mark.parametrize(

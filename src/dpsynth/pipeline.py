@@ -100,13 +100,19 @@ def train_generator(
     ctx: RunContext,
     timings: dict[str, float],
     memory: dict[str, float] | None = None,
+    *,
+    keep_train: bool = True,
 ) -> tuple[Synthesizer, Ledger]:
-    """Spend the budget and train. For one-shot methods the trainer never receives ``data``.
+    """Spend the budget and train. For one-shot methods the trainer never receives ``data``,
+    and with ``keep_train=False`` the private records are dropped once released (nothing
+    after the release may read them, and their memory is free for training and sampling).
     ``timings`` and ``memory`` receive seconds and peak RSS (MiB) per stage."""
     memory = {} if memory is None else memory
     t0 = time.perf_counter()
     if method.one_shot:
         release = method.release(data, privacy, ctx)
+        if not keep_train:
+            data.train_x = np.empty((0, *data.train_x.shape[1:]), data.train_x.dtype)
         timings["release"] = time.perf_counter() - t0
         memory["release"] = peak_rss_mb()
         spec = data.spec
@@ -249,7 +255,11 @@ def _execute(
     write_json(run_dir / "config.json", resolved)
     try:
         ctx = make_context(cfg, run_dir)
-        synth, ledger = train_generator(method, data, privacy, ctx, timings, memory)
+        n = int(cfg.dataset.get("n_synthetic") or data.n_train)
+        keep = bool(getattr(evaluator, "reads_train", True))
+        synth, ledger = train_generator(
+            method, data, privacy, ctx, timings, memory, keep_train=keep
+        )
         check_ledger(ledger, privacy, method)
         record["resumed_from_step"] = ctx.resumed_from_step
         record["privacy"].update(
@@ -258,7 +268,6 @@ def _execute(
             cache_hit=ledger.cache_hit,
         )
         t0 = time.perf_counter()
-        n = int(cfg.dataset.get("n_synthetic") or data.n_train)
         x, y = synth.sample(n, seed=int(cfg.seed) + 1)
         timings["sample"] = time.perf_counter() - t0
         memory["sample"] = peak_rss_mb()

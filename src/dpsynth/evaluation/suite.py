@@ -158,6 +158,12 @@ class Evaluator:
         self._extractor = feature_extractor
         self.timings: dict[str, float] = {}
 
+    @property
+    def reads_train(self) -> bool:
+        """Whether evaluation reads the private training split (real-data ceilings, DCR and
+        membership inference); when not, the pipeline drops it right after a one-shot release."""
+        return self.real_ceiling or self.privacy.enabled
+
     # ------------------------------------------------------------------------------------------
 
     def __call__(
