@@ -143,9 +143,13 @@ class EmbeddingMatcher(pl.LightningModule):
         if sched is not None:
             sched.step()
         if self.critic is not None and (batch_idx + 1) % self.critic_every == 0:
-            # The critic ascends the weighted distance on a fresh generated batch.
+            # The critic ascends the weighted distance on a fresh generated batch, drawn as the
+            # authors do: the generator in eval mode (BatchNorm on its running statistics, i.e.
+            # the generator that will be sampled), without touching those statistics.
+            self.generator.eval()
             with torch.no_grad():
                 xc, yc = self.generate()
+            self.generator.train()
             critic_loss = -self.cf_loss(xc, yc, self.weights())
             opts[1].zero_grad(set_to_none=True)
             self.manual_backward(critic_loss)
