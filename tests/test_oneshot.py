@@ -184,3 +184,39 @@ def test_sampling_builds_no_autograd_graph() -> None:
     assert x.shape == (7, 1, 4, 4) and x.dtype == np.float32
     assert np.bincount(y).tolist() == [3, 2, 2]
     assert grad_modes == [False, False, False]  # three batches, none recording a graph
+
+
+def test_critic_batch_is_drawn_from_the_eval_mode_generator(tmp_path) -> None:
+    # As the authors' script: generator steps in train mode, the critic's fresh batch from the
+    # eval-mode generator (BatchNorm on running statistics), which it must not update.
+    from dpsynth.methods.oneshot import fit
+
+    torch.manual_seed(0)
+    gen = ConvGenerator((1, 4, 4), 3, code_dim=2, hidden=8, base_channels=2, mid_channels=2)
+    modes: list[tuple[bool, bool]] = []  # (training, grad enabled) per generator call
+    bn = gen.fc[1]
+    stats: list[torch.Tensor] = []
+
+    def hook(module, *_):  # noqa: ANN001, ANN202
+        modes.append((module.training, torch.is_grad_enabled()))
+        stats.append(bn.running_mean.clone())
+
+    gen.register_forward_hook(hook)
+    matcher = EmbeddingMatcher(
+        gen,
+        draw_frequencies(10, 16, 2.0, seed=0),
+        torch.randn(20, 3) * 0.1,
+        torch.full((3,), 1 / 3),
+        code_dim=2,
+        batch_size=6,
+        lr=0.01,
+        max_steps=4,
+        scheduler="constant",
+        loss_scale=1.0,
+        critic=FrequencyCritic(16, 2.0),
+        critic_every=2,
+    )
+    fit(matcher, 4, _ctx(tmp_path), checkpoint_every=0)  # 4 generator steps, 2 critic steps
+    train, critic = (True, True), (False, False)
+    assert modes == [train, train, critic, train, train, critic]
+    torch.testing.assert_close(stats[2], stats[1])  # the critic's batch left BN stats alone

@@ -151,9 +151,13 @@ class EmbeddingMatcher(pl.LightningModule):
                 xc, yc = self.generate()
             self.generator.train()
             critic_loss = -self.cf_loss(xc, yc, self.weights())
-            opts[1].zero_grad(set_to_none=True)
+            # The critic's optimizer is stepped directly, not through Lightning's wrapper:
+            # Lightning counts every wrapped optimizer step as a global step, which would end
+            # training after steps·k/(k+1) generator steps (2,500 of 3,000 at critic_every 5).
+            critic_opt = opts[1].optimizer
+            critic_opt.zero_grad(set_to_none=True)
             self.manual_backward(critic_loss)
-            opts[1].step()
+            critic_opt.step()
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
