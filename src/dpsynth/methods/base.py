@@ -74,7 +74,7 @@ class Synthesizer:
     spec: DataSpec
 
     @torch.inference_mode()
-    def sample(self, n: int, *, seed: int, batch_size: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n: int, *, seed: int, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
         """Draw n records: uniform labels for images (the published protocol), released
         proportions for tables. Returns (x (n, *shape) float32, y (n,) int64)."""
         rng = np.random.default_rng(seed)
