@@ -220,3 +220,25 @@ def test_critic_batch_is_drawn_from_the_eval_mode_generator(tmp_path) -> None:
     train, critic = (True, True), (False, False)
     assert modes == [train, train, critic, train, train, critic]
     torch.testing.assert_close(stats[2], stats[1])  # the critic's batch left BN stats alone
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_one_channel_conv_matches_conv2d_and_its_gradients(channels_last: bool) -> None:
+    from dpsynth.methods.generators import FastConv2d
+
+    torch.manual_seed(0)
+    fast = FastConv2d(3, 1, 5, padding=2).double()
+    plain = torch.nn.Conv2d(3, 1, 5, padding=2).double()
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(4, 3, 6, 6, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    g = torch.randn(4, 1, 6, 6, dtype=torch.float64)
+    out_f, out_p = fast(x), plain(x)
+    torch.testing.assert_close(out_f, out_p)
+    grads_f = torch.autograd.grad(out_f, [x, *fast.parameters()], g)
+    grads_p = torch.autograd.grad(out_p, [x, *plain.parameters()], g)
+    for a, b in zip(grads_f, grads_p, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda inp: fast(inp), (x,))

@@ -11,10 +11,68 @@ tanh to each numeric column and a softmax to each categorical one-hot block.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from dpsynth.data.base import DataSpec
+
+
+class _ToOneChannel(torch.autograd.Function):
+    """conv2d(x, w, b, padding=p) for w (1, C, k, k), stride 1, computed in the layouts oneDNN is
+    fast at on CPU: forward as a depthwise convolution summed over channels, grad_x as a 1 → C
+    convolution with the flipped kernel, grad_w by ``torch.nn.grad.conv2d_weight``. (oneDNN's
+    C → 1 convolution is ~5 GFLOP/s; this is ~1.8× faster forward + backward at batch 100.)"""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.has_bias = padding, bias is not None
+        c = x.shape[1]
+        y = F.conv2d(x, weight.transpose(0, 1), None, padding=padding, groups=c)  # (B, C, H, W)
+        y = y.sum(1, keepdim=True)  # (B, 1, H, W)
+        return y if bias is None else y + bias.view(1, 1, 1, 1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        p, k = ctx.padding, weight.shape[-1]
+        grad = grad.contiguous()  # a strided view here sends oneDNN down a 3-4× slower path
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            flipped = weight.flip(-1, -2).transpose(0, 1)  # (C, 1, k, k)
+            gx = F.conv2d(grad, flipped, padding=k - 1 - p)  # (B, C, H, W)
+            if x.is_contiguous(memory_format=torch.channels_last):
+                gx = gx.contiguous(memory_format=torch.channels_last)  # x's layout, for upstream
+        if ctx.needs_input_grad[1]:
+            gw = torch.nn.grad.conv2d_weight(x, weight.shape, grad, padding=p)  # (1, C, k, k)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = grad.sum((0, 2, 3))  # (1,)
+        return gx, gw, gb, None
+
+
+class FastConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and state dict) that routes the C → 1, stride-1, "same"
+    case through ``_ToOneChannel`` on CPU; every other case is the stock convolution."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = self.kernel_size[0]
+        fast = (
+            self.out_channels == 1
+            and self.groups == 1
+            and self.stride == (1, 1)
+            and self.dilation == (1, 1)
+            and self.kernel_size == (k, k)
+            and self.padding == (k // 2, k // 2)
+            and k % 2 == 1
+            and self.padding_mode == "zeros"
+            and x.device.type == "cpu"
+        )
+        if not fast:
+            return super().forward(x)
+        return _ToOneChannel.apply(x, self.weight, self.bias, k // 2)
 
 
 class ConvGenerator(nn.Module):
@@ -47,7 +105,7 @@ class ConvGenerator(nn.Module):
             nn.Conv2d(base_channels, mid_channels, 5, padding=2),
             nn.ReLU(),
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            nn.Conv2d(mid_channels, c, 5, padding=2),
+            FastConv2d(mid_channels, c, 5, padding=2),
             nn.Sigmoid(),
         )
         # oneDNN's small-channel 5×5 convolutions run 1.5-2.5× faster in channels-last layout
