@@ -242,3 +242,20 @@ def test_fast_one_channel_conv_matches_conv2d_and_its_gradients(channels_last: b
     for a, b in zip(grads_f, grads_p, strict=True):
         torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(lambda inp: fast(inp), (x,))
+
+
+def test_random_label_sampling_uses_the_plain_batch_mean() -> None:
+    freqs = draw_frequencies(7, 5, 2.0, seed=0)
+    x, y = torch.rand(9, 5), torch.tensor([0, 0, 1, 2, 2, 2, 0, 1, 2])
+    z = torch.cat([torch.cos(x @ freqs.T), torch.sin(x @ freqs.T)], 1) / math.sqrt(7)  # (9, 14)
+    direct = sum(torch.outer(z[j], torch.nn.functional.one_hot(y[j], 3).float()) for j in range(9))
+    torch.testing.assert_close(batch_embedding(x, y, freqs, None, 3), direct / 9)
+
+    class Blank(torch.nn.Module):
+        def forward(self, code: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(len(labels), 16)
+
+    m = _matcher(None)
+    m.label_sampling, m.batch_size, m.generator = "random", 3000, Blank()
+    _, labels = m.generate()
+    assert np.allclose(np.bincount(labels.numpy(), minlength=3) / 3000, 1 / 3, atol=0.04)

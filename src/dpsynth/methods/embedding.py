@@ -76,20 +76,32 @@ def class_proportions(y: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def batch_embedding(
-    x: torch.Tensor, y: torch.Tensor, freqs: torch.Tensor, class_weights: torch.Tensor
+    x: torch.Tensor,
+    y: torch.Tensor,
+    freqs: torch.Tensor,
+    class_weights: torch.Tensor | None,
+    num_classes: int | None = None,
 ) -> torch.Tensor:
     """Differentiable embedding of a generated batch, comparable to the released one.
 
-    Column c is ``class_weights[c] × mean_{j: y_j = c} z(x_j)``, i.e. (n_c/n)·CF_c as in the
-    released E, with n_c/n replaced by the released (or public uniform) proportions.
+    With ``class_weights``, column c is ``class_weights[c] × mean_{j: y_j = c} z(x_j)``, i.e.
+    (n_c/n)·CF_c as in the released E with n_c/n replaced by the released (or public uniform)
+    proportions. With ``None``, it is the plain batch mean (1/B) Σ_j z(x_j) ⊗ onehot(y_j), for
+    labels drawn from those proportions (the authors' scripts).
 
     Args:
         x: generated records (B, d). y: their labels (B,). freqs: (k, d).
-        class_weights: (C,) proportions the released embedding is scaled by.
+        class_weights: (C,) proportions the released embedding is scaled by, or None.
+        num_classes: C when ``class_weights`` is None (default: max label + 1).
     Returns: (2k, C).
     """
-    num_classes = class_weights.shape[0]
+    if class_weights is not None:
+        num_classes = class_weights.shape[0]
+    elif num_classes is None:
+        num_classes = int(y.max()) + 1
     z = cf_features(x, freqs)  # (B, 2k)
     onehot = torch.nn.functional.one_hot(y, num_classes).to(z.dtype)  # (B, C)
+    if class_weights is None:
+        return (z.T @ onehot) / x.shape[0]  # (2k, C)
     counts = onehot.sum(0).clamp_min(1.0)  # (C,)
     return (z.T @ onehot) / counts * class_weights  # (2k, C)

@@ -91,6 +91,7 @@ class EmbeddingMatcher(pl.LightningModule):
         critic: nn.Module | None = None,
         critic_lr: float = 0.01,
         critic_every: int = 5,
+        label_sampling: str = "balanced",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -104,6 +105,7 @@ class EmbeddingMatcher(pl.LightningModule):
         self.max_steps, self.scheduler_name, self.loss_scale = max_steps, scheduler, loss_scale
         self.critic_lr, self.critic_every = critic_lr, critic_every
         self.num_classes = class_weights.shape[0]
+        self.label_sampling = label_sampling
         self._weights: torch.Tensor | None = None  # w for generator steps, until the critic moves
 
     def weights(self) -> torch.Tensor:
@@ -114,16 +116,22 @@ class EmbeddingMatcher(pl.LightningModule):
         return k * self.critic(self.freqs_sq)
 
     def generate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch with balanced labels (their proportions are applied as class weights)."""
+        """A generated batch. ``balanced``: equal label counts, the class proportions applied
+        as weights in the embedding. ``random`` (the authors' scripts): labels drawn from the
+        class proportions, the embedding a plain batch mean of z(x) ⊗ onehot(y)."""
         b = self.batch_size
-        labels = torch.arange(b, device=self.device) % self.num_classes  # (B,)
+        if self.label_sampling == "random":
+            labels = torch.multinomial(self.class_weights, b, replacement=True)  # (B,)
+        else:
+            labels = torch.arange(b, device=self.device) % self.num_classes  # (B,)
         code = torch.randn(b, self.code_dim, device=self.device)  # (B, code)
         return self.generator(code, labels).reshape(b, -1), labels  # (B, d), (B,)
 
     def cf_loss(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """λ Σ_i w_i Σ_c |Ẽ_{i,c} − E_G,{i,c}|² over real and imaginary parts."""
         k = self.freqs.shape[0]
-        diff = self.target - batch_embedding(x, y, self.freqs, self.class_weights)  # (2k, C)
+        weights = None if self.label_sampling == "random" else self.class_weights
+        diff = self.target - batch_embedding(x, y, self.freqs, weights, self.num_classes)
         per_freq = (diff[:k] ** 2 + diff[k:] ** 2).sum(dim=1)  # (k,)
         return self.loss_scale * (w * per_freq).sum()
 
@@ -208,8 +216,14 @@ class EmbeddingMethod(Method):
         tabular_code_dim: int = 16,
         tabular_width: int = 0,
         checkpoint_every: int = 500,
+        label_sampling: str = "balanced",
         name: str | None = None,
     ) -> None:
+        if label_sampling not in ("balanced", "random"):
+            raise ConfigError(
+                f"method.label_sampling: got {label_sampling!r}; allowed: balanced, random."
+            )
+        self.label_sampling = label_sampling
         if name is not None:  # a preset YAML over the same class names itself (one name each)
             self.name = name
         if class_counts not in ("auto", "release", "uniform"):
@@ -367,6 +381,7 @@ class EmbeddingMethod(Method):
             scheduler=self.scheduler,
             loss_scale=self.loss_scale,
             critic=self.make_critic(spec, pub["sigma0_sq"]),
+            label_sampling=self.label_sampling,
             **self.critic_options(),
         )
         fit(module, self.steps, ctx, self.checkpoint_every)
