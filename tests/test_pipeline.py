@@ -15,7 +15,7 @@ from omegaconf.errors import ValidationError
 
 from dpsynth.errors import ConfigError, DataError
 from dpsynth.methods.base import Method
-from dpsynth.pipeline import build_method, peak_rss_mb, reset_peak_rss, run
+from dpsynth.pipeline import build_method, critic_flags, peak_rss_mb, reset_peak_rss, run
 from tests.conftest import DATASETS, METHODS, compose_config, shrink
 
 
@@ -43,6 +43,11 @@ def test_end_to_end(tiny_config, tmp_path, dataset: str, method: str) -> None:
     assert [peaks[s] for s in stages] == sorted(peaks[s] for s in stages)
     assert peaks["evaluate"] <= on_disk["peak_rss_mb"]
     assert on_disk["versions"]["torch"]
+    diag = on_disk["diagnostics"]
+    if method.startswith("pearl"):
+        assert 1 <= diag["critic/effective_frequencies"] <= diag["critic/num_frequencies"] + 1e-6
+    else:
+        assert "critic/effective_frequencies" not in diag
     assert (run_dir / "config.json").exists()
     if dataset in ("adult", "csv"):
         table = pd.read_csv(run_dir / "synthetic.csv")
@@ -175,3 +180,11 @@ def test_peak_rss_is_per_job_after_a_reset() -> None:
     if not reset_peak_rss():
         pytest.skip("this kernel cannot reset the peak-RSS mark")
     assert peak_rss_mb() < before - 200
+
+
+def test_critic_collapse_is_flagged() -> None:
+    assert critic_flags({}) == []
+    ok = {"critic/effective_frequencies": 900.0, "critic/num_frequencies": 1500.0}
+    assert critic_flags(ok) == []
+    bad = {"critic/effective_frequencies": 1.4, "critic/num_frequencies": 1500.0}
+    assert critic_flags(bad) == ["critic_collapse"]

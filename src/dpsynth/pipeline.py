@@ -146,6 +146,14 @@ def collapse_flags(x: np.ndarray) -> list[str]:
     return ["mode_collapse"] if float(flat.std(axis=0).max()) < 1e-4 else []
 
 
+def critic_flags(diagnostics: dict[str, float]) -> list[str]:
+    """Flag a critic whose α put (almost) all weight on a handful of frequencies: the generator
+    then fits those and ignores the rest (what balanced label batches did to PEARL at ε ≥ 1)."""
+    eff = diagnostics.get("critic/effective_frequencies")
+    k = diagnostics.get("critic/num_frequencies")
+    return ["critic_collapse"] if eff is not None and k and eff < 0.01 * k else []
+
+
 def write_synthetic(
     run_dir: Path, data: Dataset, x: np.ndarray, y: np.ndarray
 ) -> pd.DataFrame | None:
@@ -271,7 +279,8 @@ def _execute(
         x, y = synth.sample(n, seed=int(cfg.seed) + 1)
         timings["sample"] = time.perf_counter() - t0
         memory["sample"] = peak_rss_mb()
-        record["flags"] = collapse_flags(x)
+        record["diagnostics"] = dict(method.diagnostics)
+        record["flags"] = collapse_flags(x) + critic_flags(record["diagnostics"])
         t0 = time.perf_counter()
         metrics = evaluator(data, x, y, cache_dir=str(Path(cfg.cache_dir) / "eval"))
         timings["evaluate"] = time.perf_counter() - t0

@@ -104,6 +104,9 @@ class Method:
     kinds: ClassVar[frozenset[Kind]] = frozenset({"image", "tabular"})
     one_shot: ClassVar[bool] = True
     private: ClassVar[bool] = True
+    #: Post-training facts about the trained model (e.g. the critic's concentration), recorded
+    #: in metrics.json under ``diagnostics``; computed from the model only, never from data.
+    diagnostics: dict[str, float] = {}  # noqa: RUF012 - replaced per instance, never mutated
 
     def check(
         self,

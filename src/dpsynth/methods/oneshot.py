@@ -385,7 +385,22 @@ class EmbeddingMethod(Method):
             **self.critic_options(),
         )
         fit(module, self.steps, ctx, self.checkpoint_every)
+        self.diagnostics = self.critic_diagnostics(module)
         return Synthesizer(module.generator.cpu(), code_dim, weights, spec)
+
+    @staticmethod
+    def critic_diagnostics(module: EmbeddingMatcher) -> dict[str, float]:
+        """How concentrated the critic's final α is: its effective number of frequencies
+        1/Σα² (k when uniform, 1 when all weight sits on one frequency) and its largest α."""
+        if module.critic is None:
+            return {}
+        with torch.no_grad():
+            alpha = module.critic(module.freqs_sq).double()  # (k,)
+        return {
+            "critic/effective_frequencies": float(1.0 / (alpha**2).sum()),
+            "critic/max_alpha": float(alpha.max()),
+            "critic/num_frequencies": float(alpha.numel()),
+        }
 
     def critic_options(self) -> dict[str, Any]:
         return {}
