@@ -20,9 +20,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("runs", type=Path, help="folder with one sub-folder per run")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--epsilon", type=float, default=1.0, help="runs at this ε only")
     args = ap.parse_args()
     recs = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*/metrics.json"))]
-    recs = [r for r in recs if r["status"] == "completed"]
+    recs = [
+        r
+        for r in recs
+        if r["status"] == "completed"
+        and r["method"] == "pearl"
+        and abs(r["privacy"]["epsilon"] - args.epsilon) < 1e-9
+    ]
     if not recs:
         raise SystemExit(f"no completed metrics.json under {args.runs}")
     rows = []
@@ -39,6 +46,7 @@ def main() -> None:
                 "rss_gb": mem["sample"] / 1024,  # peak through release + training + sampling
                 "rss_gb_with_eval": r["peak_rss_mb"] / 1024,
                 "acc_logreg": r["metrics"]["eval/acc_logreg"],
+                "acc_cnn": r["metrics"].get("eval/acc_cnn", float("nan")),
                 "epsilon_spent": r["privacy"]["epsilon_spent"],
             }
         )
