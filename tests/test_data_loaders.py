@@ -894,3 +894,13 @@ def test_real_adult_and_roundtrip():
         ref = _read_adult_reference(os.path.join(REAL_ADULT, name))
         pd.testing.assert_frame_equal(ds.encoder.decode(*split), ref)
     assert all(c in ds.encoder.decode(ds.train_x[:1]).columns for c in ADULT_NUMERIC)
+
+
+def test_celeba_corrupted_attribute_header_is_a_data_error(tmp_path):
+    # Found by the fuzzer: a mangled header line is the file's fault, not the config's.
+    root = write_celeba(tmp_path, n=4, size=20, nested=False)
+    path = tmp_path / "list_attr_celeba.txt"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "5", *lines[2:]]) + "\n")
+    with pytest.raises(DataError, match="list_attr_celeba.txt"):
+        load_celeba(root, image_size=8)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -346,6 +347,14 @@ def load_celeba(
     attr_path = os.path.join(folder, ATTR_FILE)
     part_path = os.path.join(folder, PARTITION_FILE)
     names, attr_files, values = parse_attr_file(attr_path)
+    if isinstance(attribute, str) and attribute not in names:
+        bad = [n for n in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n)]
+        if bad:  # a corrupted header, not a wrong choice of attribute
+            raise DataError(
+                f"{attr_path}: line 2 should name the attributes (e.g. Male Smiling ...) but "
+                f"holds {', '.join(repr(n) for n in bad[:5])}; the file is corrupted. "
+                "Re-extract list_attr_celeba.txt from the CelebA archive."
+            )
     if not isinstance(attribute, str) or attribute not in names:
         raise ConfigError(
             f"dataset.attribute={attribute!r} is not a CelebA attribute of {attr_path}; "
