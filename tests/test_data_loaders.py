@@ -901,6 +901,7 @@ def test_celeba_corrupted_attribute_header_is_a_data_error(tmp_path):
     root = write_celeba(tmp_path, n=4, size=20, nested=False)
     path = tmp_path / "list_attr_celeba.txt"
     lines = path.read_text().splitlines()
-    path.write_text("\n".join([lines[0], "5", *lines[2:]]) + "\n")
+    rows = [" ".join(line.split()[:2]) for line in lines[2:]]  # file name + one value each
+    path.write_text("\n".join([lines[0], "5", *rows]) + "\n")  # header names one "attribute"
     with pytest.raises(DataError, match="list_attr_celeba.txt"):
         load_celeba(root, image_size=8)
