@@ -905,3 +905,9 @@ def test_celeba_corrupted_attribute_header_is_a_data_error(tmp_path):
     path.write_text("\n".join([lines[0], "5", *rows]) + "\n")  # header names one "attribute"
     with pytest.raises(DataError, match="list_attr_celeba.txt"):
         load_celeba(root, image_size=8)
+
+
+def test_celeba_unknown_attribute_on_a_good_file_is_a_config_error(tmp_path):
+    root = write_celeba(tmp_path, n=4, size=20, nested=False)  # header has 5_o_Clock_Shadow
+    with pytest.raises(ConfigError, match="valid names: 5_o_Clock_Shadow"):
+        load_celeba(root, image_size=8, attribute="Mael")

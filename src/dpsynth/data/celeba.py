@@ -348,7 +348,8 @@ def load_celeba(
     part_path = os.path.join(folder, PARTITION_FILE)
     names, attr_files, values = parse_attr_file(attr_path)
     if isinstance(attribute, str) and attribute not in names:
-        bad = [n for n in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n)]
+        # Real names are word-like (5_o_Clock_Shadow, Male); a bare number or junk is not.
+        bad = [n for n in names if not re.fullmatch(r"\w*[A-Za-z]\w*", n, flags=re.ASCII)]
         if bad:  # a corrupted header, not a wrong choice of attribute
             raise DataError(
                 f"{attr_path}: line 2 should name the attributes (e.g. Male Smiling ...) but "
