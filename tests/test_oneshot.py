@@ -4,6 +4,7 @@ boundary: the generator trainer reads the release only."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,23 +57,27 @@ def test_critic_at_init_is_uniform() -> None:
     torch.testing.assert_close(alpha, torch.full((30,), 1 / 30))
 
 
-def _matcher(critic: torch.nn.Module | None) -> EmbeddingMatcher:
+def _matcher(
+    critic: torch.nn.Module | None,
+    gen: torch.nn.Module | None = None,
+    k: int = 20,
+    **options: Any,
+) -> EmbeddingMatcher:
+    """A matcher over a random 3-class target; ``gen`` None: unused (cf_loss called directly)."""
     torch.manual_seed(0)
-    freqs = draw_frequencies(20, 16, 2.0, seed=0)
-    gen = torch.nn.Sequential()  # unused: we call cf_loss directly
-    target = torch.randn(40, 3) * 0.1
     return EmbeddingMatcher(
-        gen,
-        freqs,
-        target,
+        gen if gen is not None else torch.nn.Sequential(),
+        draw_frequencies(k, 16, 2.0, seed=0),
+        torch.randn(2 * k, 3) * 0.1,
         torch.full((3,), 1 / 3),
         code_dim=2,
         batch_size=6,
         lr=0.01,
-        max_steps=1,
+        max_steps=options.pop("max_steps", 1),
         scheduler="constant",
         loss_scale=1.0,
         critic=critic,
+        **options,
     )
 
 
@@ -202,20 +207,7 @@ def test_critic_batch_is_drawn_from_the_eval_mode_generator(tmp_path) -> None:
         stats.append(bn.running_mean.clone())
 
     gen.register_forward_hook(hook)
-    matcher = EmbeddingMatcher(
-        gen,
-        draw_frequencies(10, 16, 2.0, seed=0),
-        torch.randn(20, 3) * 0.1,
-        torch.full((3,), 1 / 3),
-        code_dim=2,
-        batch_size=6,
-        lr=0.01,
-        max_steps=4,
-        scheduler="constant",
-        loss_scale=1.0,
-        critic=FrequencyCritic(16, 2.0),
-        critic_every=2,
-    )
+    matcher = _matcher(FrequencyCritic(16, 2.0), gen, k=10, max_steps=4, critic_every=2)
     fit(matcher, 4, _ctx(tmp_path), checkpoint_every=0)  # 4 generator steps, 2 critic steps
     train, critic = (True, True), (False, False)
     assert modes == [train, train, critic, train, train, critic]
