@@ -13,7 +13,7 @@ from scipy.stats import multivariate_normal
 
 from dpsynth.data.base import Dataset, DataSpec
 from dpsynth.errors import ConfigError
-from dpsynth.methods.base import PrivacySpec, RunContext, Synthesizer
+from dpsynth.methods.base import PrivacySpec, RunContext, Synthesizer, flush_denormals
 from dpsynth.methods.dpmerf import DPMERF
 from dpsynth.methods.embedding import batch_embedding, draw_frequencies
 from dpsynth.methods.generators import ConvGenerator
@@ -251,3 +251,15 @@ def test_random_label_sampling_uses_the_plain_batch_mean() -> None:
     m.label_sampling, m.batch_size, m.generator = "random", 3000, Blank()
     _, labels = m.generate()
     assert np.allclose(np.bincount(labels.numpy(), minlength=3) / 3000, 1 / 3, atol=0.04)
+
+
+def test_flush_denormals_is_scoped_to_post_processing() -> None:
+    """Subnormals are flushed to zero inside the context (where the generator trains and
+    samples) and computed exactly again after it, so nothing else in the process changes."""
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # subnormal in float32
+    assert (tiny * 1.0).item() != 0.0
+    with flush_denormals():
+        flushed = (tiny * 1.0).item()
+    assert (tiny * 1.0).item() != 0.0
+    if torch.set_flush_denormal(False):  # True where the CPU has flush-to-zero (x86 SSE3)
+        assert flushed == 0.0

@@ -9,6 +9,8 @@ training* methods (DP-SGD GANs) spend privacy during training, in
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +22,24 @@ from torch import nn
 from dpsynth.data.base import Dataset, DataSpec, Kind
 from dpsynth.errors import ConfigError
 from dpsynth.privacy.release import Ledger, Release, ReleaseCache
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Flush subnormal floats to zero on the CPU while post-processing runs.
+
+    Why: late in generator training some activations and gradients underflow into the
+    subnormal range, where x86 arithmetic is tens of times slower; on Fashion-MNIST this made
+    a PEARL step 23-34 ms instead of 16 ms. Values below ~1e-38 change nothing a generator
+    learns. Used only for post-processing (one-shot generator training, sampling), never
+    inside a privacy mechanism.
+    """
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)
 
 
 @dataclass(frozen=True)
@@ -88,7 +108,8 @@ class Synthesizer:
         self.generator.eval()
         device = next(self.generator.parameters()).device
         x = np.empty((n, *self.spec.shape), dtype=np.float32)  # filled in place: one copy
-        with torch.inference_mode():  # no autograd graph: 3-4× faster and far less memory
+        # No autograd graph: 3-4× faster and far less memory.
+        with torch.inference_mode(), flush_denormals():
             for start in range(0, n, batch_size):
                 yb = torch.as_tensor(y[start : start + batch_size], device=device)
                 code = torch.randn(len(yb), self.code_dim, generator=gen).to(device)

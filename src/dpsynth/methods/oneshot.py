@@ -34,7 +34,13 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from dpsynth.data.base import Dataset, DataSpec
 from dpsynth.errors import ConfigError, TrainingError
-from dpsynth.methods.base import Method, PrivacySpec, RunContext, Synthesizer
+from dpsynth.methods.base import (
+    Method,
+    PrivacySpec,
+    RunContext,
+    Synthesizer,
+    flush_denormals,
+)
 from dpsynth.methods.embedding import (
     batch_embedding,
     class_embedding,
@@ -384,7 +390,8 @@ class EmbeddingMethod(Method):
             label_sampling=self.label_sampling,
             **self.critic_options(),
         )
-        fit(module, self.steps, ctx, self.checkpoint_every)
+        with flush_denormals():  # post-processing: subnormals only cost time here
+            fit(module, self.steps, ctx, self.checkpoint_every)
         self.diagnostics = self.critic_diagnostics(module)
         return Synthesizer(module.generator.cpu(), code_dim, weights, spec)
 
