@@ -63,6 +63,7 @@ def write_run(
         "higher_is_better": {} if error else {k: HIB[k] for k in metrics or {}},
         "flags": flags or [],
         "timings": {"load": 1.0, "total": 10.0 + seed},
+        "cpu_seconds": 18.0 + seed,
         "git_sha": "0123456789abcdef0123",
         "versions": {},
     }
@@ -227,6 +228,8 @@ def test_files_and_self_contained_html(report: dict[str, Any]) -> None:
     assert not re.search(r"<(script|link|iframe)\b", page, re.I)
     assert "fashion_mnist" in page and "0123456789ab" in page  # header: git sha
     assert "12 found, 9 completed, 1 failed, 2 superseded" in page
+    # every run found was paid for: wall 10 + seed s each, CPU 18 + seed s
+    assert re.search(r"Compute: 0\.0\d h wall over 12 run\(s\); 0\.0\d h CPU over the 12 ", page)
     assert "Flags: 1 run(s) flagged (mode collapse: 3 distinct samples)" in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 5 and all(base64.b64decode(b)[:4] == b"\x89PNG" for b in images)

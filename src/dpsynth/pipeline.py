@@ -214,6 +214,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     timings, memory = record["timings"], record["peak_rss_mb_by_stage"]
     reset_peak_rss()  # a sweep runs many jobs in one process: measure this job's peak only
     start = time.perf_counter()
+    cpu_start = time.process_time()  # CPU seconds of all this process's threads
     t0 = time.perf_counter()
     data = load_data(cfg)
     timings["load"] = time.perf_counter() - t0
@@ -233,7 +234,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "is skipped here. Re-run the command when it has finished to collect its result."
         ) from None
     try:
-        return _execute(cfg, run_dir, method, privacy, data, evaluator, record, resolved, start)
+        return _execute(
+            cfg, run_dir, method, privacy, data, evaluator, record, resolved, (start, cpu_start)
+        )
     finally:
         lock.release()
 
@@ -252,10 +255,11 @@ def _execute(
     evaluator: Any,
     record: dict[str, Any],
     resolved: dict[str, Any],
-    start: float,
+    clocks: tuple[float, float],
 ) -> dict[str, Any]:
     """Train, sample, evaluate and write; every failure is recorded in metrics.json."""
     timings, memory = record["timings"], record["peak_rss_mb_by_stage"]
+    start, cpu_start = clocks  # perf_counter and process_time at the start of the run
     # From here on outputs exist: any failure is recorded as such, never left half-written.
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
@@ -302,6 +306,9 @@ def _execute(
         raise
     finally:
         timings["total"] = time.perf_counter() - start
+        # CPU seconds of every thread of this process during the run (a study's compute bill:
+        # wall time alone hides how many cores a job kept busy).
+        record["cpu_seconds"] = time.process_time() - cpu_start
         record["peak_rss_mb"] = peak_rss_mb()
         write_record(run_dir, record)
     return record

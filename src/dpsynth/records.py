@@ -9,7 +9,8 @@
 - ``metrics``: namespaced keys (``eval/acc_logreg``, ``eval/roc_auc``, ...);
   ``higher_is_better``: the same keys → bool; ``flags``: warnings such as mode collapse or a
   collapsed PEARL critic; ``diagnostics``: facts about the trained model (critic concentration)
-- ``timings``: seconds per stage; ``peak_rss_mb`` (whole run) and ``peak_rss_mb_by_stage``
+- ``timings``: wall seconds per stage; ``cpu_seconds``: CPU seconds of all the process's
+  threads over the run; ``peak_rss_mb`` (whole run) and ``peak_rss_mb_by_stage``
   (the peak so far after load, release, train, sample, evaluate); ``git_sha``; ``versions``
 """
 

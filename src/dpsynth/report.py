@@ -63,6 +63,8 @@ RUN_COLUMNS = [
     "flags",
     "superseded_by",
     "note",
+    "wall_seconds",
+    "cpu_seconds",
 ]
 # Fallback direction for metrics only the published tables have (our runs carry their own).
 _LOWER_IS_BETTER = re.compile(r"fid|loss|time|timings/|epsilon|error|mse|distance", re.I)
@@ -166,6 +168,8 @@ def _read_run(path: Path) -> tuple[dict[str, Any], dict[str, float], dict[str, b
         "flags": "; ".join(map(str, rec.get("flags") or [])),
         "superseded_by": None,
         "note": "",
+        "wall_seconds": _float((rec.get("timings") or {}).get("total")),
+        "cpu_seconds": _float(rec.get("cpu_seconds")),
     }
     metrics = {k: float(v) for k, v in (rec.get("metrics") or {}).items() if _is_number(v)}
     hib = {k: bool(v) for k, v in (rec.get("higher_is_better") or {}).items()}
@@ -404,6 +408,7 @@ def _header_lines(title: str, table: pd.DataFrame, runs: pd.DataFrame) -> list[s
         f"{len(table) - len(kept)} superseded duplicate(s)",
         *(f"Privacy: {s}" for s in epsilon_summary(runs)),
         f"Git sha: {sha_text}",
+        compute_line(table),
     ]
     flagged = kept[kept["flags"] != ""]
     if len(flagged):  # e.g. mode collapse: the numbers are real but deserve a second look
@@ -413,6 +418,18 @@ def _header_lines(title: str, table: pd.DataFrame, runs: pd.DataFrame) -> list[s
     if deltas:
         lines.insert(2, "δ: " + ", ".join(f"{d:g}" for d in deltas))
     return lines
+
+
+def compute_line(table: pd.DataFrame) -> str:
+    """What the study cost: wall and CPU hours summed over every run found (failed and
+    superseded ones too: they were paid for). CPU time is process time of all threads, in the
+    records that carry it (runs made before it was recorded count in wall time only)."""
+    wall = table["wall_seconds"].dropna()
+    cpu = table["cpu_seconds"].dropna()
+    text = f"Compute: {wall.sum() / 3600:.2f} h wall over {len(wall)} run(s)"
+    if len(cpu):
+        text += f"; {cpu.sum() / 3600:.2f} h CPU over the {len(cpu)} run(s) that recorded it"
+    return text
 
 
 def _display_rows(board: pd.DataFrame) -> list[dict[str, str]]:
