@@ -854,25 +854,16 @@ class DPSGDGAN(Method):
             label_probs = _proportions(data.train_y, spec.num_classes, spec.balanced)
         pl.seed_everything(ctx.seed, workers=True, verbose=False)  # init and codes only
         generator, discriminator, code_dim = self.make_networks(spec)
-        module = GANModule(
+        module = self.make_module(
             generator,
             discriminator,
             torch.from_numpy(np.ascontiguousarray(data.train_x, dtype=np.float32)),
             torch.from_numpy(np.ascontiguousarray(data.train_y, dtype=np.int64)),
             label_probs,
             code_dim=code_dim,
-            batch_size=self.batch_size,
-            d_steps=self.d_steps,
-            lr_d=self.lr_d,
-            lr_g=self.lr_g,
-            betas=self.betas,
-            private=self.private,
             noise_multiplier=sigma,
-            max_grad_norm=self.max_grad_norm,
             accountant=accountant,
             budget_steps=steps,
-            secure_mode=self.secure_mode,
-            g_ema=self.g_ema,
             state=state,
             state_path=state_path,
         )
@@ -880,6 +871,51 @@ class DPSGDGAN(Method):
         fit(module, math.ceil(steps / self.d_steps), ctx, self.checkpoint_every)  # G steps
         synth = Synthesizer(module.sampling_generator().cpu(), code_dim, label_probs, spec)
         return synth, self._ledger(privacy, module, q, sigma)
+
+    def make_module(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        label_probs: np.ndarray,
+        *,
+        code_dim: int,
+        noise_multiplier: float,
+        accountant: IAccountant | None,
+        budget_steps: int,
+        state: dict[str, Any] | None = None,
+        state_path: Path | None = None,
+        batch_size: int | None = None,
+    ) -> GANModule:
+        """The :class:`GANModule` this config trains (Opacus wrapping, optimiser settings).
+
+        ``train_private`` builds its module here, and so does the empirical DP-SGD audit
+        (``dpsynth.privacy.audit_dpsgd``), which passes ``batch_size`` = its tiny dataset's
+        size to audit a full-batch (q = 1) step; everything else is this config's.
+        """
+        return GANModule(
+            generator,
+            discriminator,
+            train_x,
+            train_y,
+            label_probs,
+            code_dim=code_dim,
+            batch_size=self.batch_size if batch_size is None else int(batch_size),
+            d_steps=self.d_steps,
+            lr_d=self.lr_d,
+            lr_g=self.lr_g,
+            betas=self.betas,
+            private=self.private,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=self.max_grad_norm,
+            accountant=accountant,
+            budget_steps=budget_steps,
+            secure_mode=self.secure_mode,
+            g_ema=self.g_ema,
+            state=state,
+            state_path=state_path,
+        )
 
     def _resume_or_release(
         self,

@@ -62,6 +62,7 @@ from dpsynth.errors import ConfigError, DpsynthError, PrivacyError
 EXIT_VIOLATION = 1
 EXIT_USER_ERROR = 2
 PLANTED_BUGS = ("none", "half-noise", "half-sensitivity")
+DPSGD_BUGS = ("none", "half-noise", "half-sensitivity", "no-clip")  # see audit_dpsgd
 # Groups the audit does not read; removed from the composition so that only method, privacy,
 # dataset (for its public constants) and seed matter.
 _UNUSED_GROUPS = ("eval", "logger", "trainer")
@@ -696,18 +697,58 @@ def auditable_methods() -> list[str]:
     return names
 
 
+def _refuse(overrides: Sequence[str], e: Exception) -> ConfigError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return ConfigError(
+        f"overrides {' '.join(overrides) or '(none)'}: {first} Allowed methods: "
+        f"{', '.join(auditable_methods())}, dpsgd; fix the override, e.g. method=pearl "
+        "privacy.epsilon=1."
+    )
+
+
+def compose_config(overrides: Sequence[str]) -> Any:
+    """Compose ``conf/`` with Hydra overrides (the groups the audit does not read removed)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dpsynth.config import CONF_DIR
+
+    overrides = list(overrides)
+    touched = {o.lstrip("+~").split("=")[0].split(".")[0] for o in overrides}
+    removed = [f"~{g}" for g in _UNUSED_GROUPS if g not in touched]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return compose("config", overrides=[*removed, *overrides])
+    except (HydraException, OmegaConfBaseException, ValueError, ImportError) as e:
+        raise _refuse(overrides, e) from e
+
+
+def _is_dpsgd(overrides: Sequence[str]) -> bool:
+    """Whether the composed method is a DP-SGD method (audited by ``audit_dpsgd``)."""
+    from hydra.utils import get_class
+
+    from dpsynth.methods.dpsgd import DPSGDGAN
+
+    cfg = compose_config(overrides)
+    try:
+        target = get_class(str(cfg.method.get("_target_")))
+    except Exception as e:  # noqa: BLE001 - reported as the usual one-line error
+        raise _refuse(overrides, e) from e
+    return isinstance(target, type) and issubclass(target, DPSGDGAN)
+
+
 def compose_method(overrides: Sequence[str], features: int) -> tuple[Any, Any, dict[str, Any], int]:
     """Compose ``conf/`` with Hydra overrides and instantiate the method, shrunk to ``features``.
 
     Returns: (method, PrivacySpec, public dataset options, seed).
     """
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from hydra.utils import get_class, instantiate
     from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
-    from dpsynth.config import ACCOUNTANTS, CONF_DIR, DATASET_OPTION_KEYS
+    from dpsynth.config import ACCOUNTANTS, DATASET_OPTION_KEYS
     from dpsynth.methods.base import PrivacySpec
     from dpsynth.methods.oneshot import EmbeddingMethod
 
@@ -719,23 +760,11 @@ def compose_method(overrides: Sequence[str], features: int) -> tuple[Any, Any, d
                 f"{o}: the audit sets method.num_features itself; allowed: --features N. "
                 "Drop the override and pass --features instead."
             )
-    touched = {o.lstrip("+~").split("=")[0].split(".")[0] for o in overrides}
-    removed = [f"~{g}" for g in _UNUSED_GROUPS if g not in touched]
-
-    def refuse(e: Exception) -> ConfigError:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return ConfigError(
-            f"overrides {' '.join(overrides) or '(none)'}: {first} Allowed methods: "
-            f"{', '.join(auditable_methods())}; fix the override, e.g. method=pearl "
-            "privacy.epsilon=1."
-        )
-
+    cfg = compose_config(overrides)
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = compose("config", overrides=[*removed, *overrides])
         target = get_class(str(cfg.method.get("_target_")))
     except (HydraException, OmegaConfBaseException, ValueError, ImportError) as e:
-        raise refuse(e) from e
+        raise _refuse(overrides, e) from e
     if not issubclass(target, EmbeddingMethod):
         raise ConfigError(
             f"method: got {target.__name__}; allowed: the one-shot embedding methods "
@@ -747,7 +776,7 @@ def compose_method(overrides: Sequence[str], features: int) -> tuple[Any, Any, d
     try:
         method = instantiate(cfg.method)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
-        raise refuse(e) from e
+        raise _refuse(overrides, e) from e
     eps, delta, acc = cfg.privacy.epsilon, cfg.privacy.delta, cfg.privacy.accountant
     if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
         raise ConfigError(
@@ -789,7 +818,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example: dpsynth-audit method=pearl privacy.epsilon=1 --trials 1000000",
     )
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=pearl privacy=eps1")
-    p.add_argument("--features", type=int, default=4, help="k frequencies (default 4)")
+    p.add_argument(
+        "--features",
+        type=int,
+        default=None,
+        help="k frequencies (default 4); DP-SGD: record dimension (default 2)",
+    )
     p.add_argument("--records", type=int, default=8, help="n records per dataset (default 8)")
     p.add_argument("--classes", type=int, default=2, help="labels (default 2)")
     p.add_argument(
@@ -798,7 +832,16 @@ def _parser() -> argparse.ArgumentParser:
         help="declare the audit data publicly balanced (class_counts=auto: embedding only)",
     )
     p.add_argument(
-        "--trials", type=int, default=1_000_000, help="releases per dataset (default 1e6)"
+        "--trials",
+        type=int,
+        default=None,
+        help="releases (DP-SGD: steps) per dataset (default 1e6; DP-SGD 1e5)",
+    )
+    p.add_argument(
+        "--train-size",
+        type=int,
+        default=60_000,
+        help="DP-SGD: n of the run whose σ is audited (default 60000, Fashion-MNIST)",
     )
     p.add_argument(
         "--selection-fraction",
@@ -815,7 +858,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="default: the config's seed")
     p.add_argument(
         "--plant-bug",
-        choices=PLANTED_BUGS,
+        "--bug",
+        choices=sorted({*PLANTED_BUGS, *DPSGD_BUGS}),
         default="none",
         help="self-test: audit a deliberately broken release",
     )
@@ -828,19 +872,40 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     extra = {} if args.seed is None else {"seed": args.seed}
     try:
-        result = audit_from_config(
-            args.overrides,
-            features=args.features,
-            records=args.records,
-            classes=args.classes,
-            balanced=args.balanced,
-            trials=args.trials,
-            selection_fraction=args.selection_fraction,
-            confidence=args.confidence,
-            batch_size=args.batch_size,
-            planted=args.plant_bug,
-            **extra,
-        )
+        if _is_dpsgd(args.overrides):
+            from dpsynth.privacy.audit_dpsgd import DEFAULT_TRIALS, audit_dpsgd_from_config
+
+            result: Any = audit_dpsgd_from_config(
+                args.overrides,
+                train_size=args.train_size,
+                records=args.records,
+                classes=args.classes,
+                dim=2 if args.features is None else args.features,
+                trials=DEFAULT_TRIALS if args.trials is None else args.trials,
+                selection_fraction=args.selection_fraction,
+                confidence=args.confidence,
+                planted=args.plant_bug,
+                **extra,
+            )
+        else:
+            if args.plant_bug not in PLANTED_BUGS:
+                raise ConfigError(
+                    f"--plant-bug: got {args.plant_bug!r}; allowed for one-shot methods: "
+                    f"{', '.join(PLANTED_BUGS)}. Use none for a real audit."
+                )
+            result = audit_from_config(
+                args.overrides,
+                features=4 if args.features is None else args.features,
+                records=args.records,
+                classes=args.classes,
+                balanced=args.balanced,
+                trials=1_000_000 if args.trials is None else args.trials,
+                selection_fraction=args.selection_fraction,
+                confidence=args.confidence,
+                batch_size=args.batch_size,
+                planted=args.plant_bug,
+                **extra,
+            )
     except DpsynthError as e:
         print(f"dpsynth-audit: error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
