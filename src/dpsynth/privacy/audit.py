@@ -465,6 +465,24 @@ def _check_unit(key: str, value: float, fix: str) -> float:
     return float(value)
 
 
+def check_split(
+    trials: int, selection_fraction: float, confidence: float
+) -> tuple[float, float, int]:
+    """Validate how the trials split into threshold selection and rate estimation (shared by
+    the one-shot and DP-SGD audits). Returns (fraction, confidence, selection trials)."""
+    selection_fraction = _check_unit(
+        "--selection-fraction", selection_fraction, "Use e.g. --selection-fraction 0.1."
+    )
+    confidence = _check_unit("--confidence", confidence, "Use e.g. --confidence 0.95.")
+    n_select = int(round(trials * selection_fraction))
+    if not 100 <= n_select <= trials - 100:
+        raise ConfigError(
+            f"--selection-fraction: got {selection_fraction} with --trials {trials}, leaving "
+            f"{n_select} selection trials; allowed: ≥ 100 trials on each side. Raise --trials."
+        )
+    return selection_fraction, confidence, n_select
+
+
 def _datasets(
     method: Any, records: int, classes: int, balanced: bool, seed: int, ctx: Any
 ) -> tuple[Any, dict[str, Any]]:
@@ -577,16 +595,7 @@ def audit_release(
     classes = _check_int("--classes", classes, 2, "Use --classes 2.")
     trials = _check_int("--trials", trials, 1000, "Use ≥ 1e6 for a meaningful bound.")
     batch_size = _check_int("--batch-size", batch_size, 1, "Use e.g. --batch-size 131072.")
-    selection_fraction = _check_unit(
-        "--selection-fraction", selection_fraction, "Use e.g. --selection-fraction 0.1."
-    )
-    confidence = _check_unit("--confidence", confidence, "Use e.g. --confidence 0.95.")
-    n_select = int(round(trials * selection_fraction))
-    if not 100 <= n_select <= trials - 100:
-        raise ConfigError(
-            f"--selection-fraction: got {selection_fraction} with --trials {trials}, leaving "
-            f"{n_select} selection trials; allowed: ≥ 100 trials on each side. Raise --trials."
-        )
+    selection_fraction, confidence, n_select = check_split(trials, selection_fraction, confidence)
     t0 = time.perf_counter()
     ctx = RunContext(seed=int(seed), run_dir=Path("."), dataset_options=dict(dataset_options or {}))
     data, alternatives = _datasets(method, records, classes, bool(balanced), int(seed), ctx)
@@ -748,8 +757,7 @@ def compose_method(overrides: Sequence[str], features: int) -> tuple[Any, Any, d
     from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
-    from dpsynth.config import ACCOUNTANTS, DATASET_OPTION_KEYS
-    from dpsynth.methods.base import PrivacySpec
+    from dpsynth.config import DATASET_OPTION_KEYS
     from dpsynth.methods.oneshot import EmbeddingMethod
 
     features = _check_int("--features", features, 1, "Use a small value, e.g. --features 4.")
@@ -777,6 +785,17 @@ def compose_method(overrides: Sequence[str], features: int) -> tuple[Any, Any, d
         method = instantiate(cfg.method)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise _refuse(overrides, e) from e
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=False) if "dataset" in cfg else {}
+    options = {k: dataset[k] for k in DATASET_OPTION_KEYS if k in (dataset or {})}
+    return method, privacy_from_config(cfg), options, int(cfg.seed)
+
+
+def privacy_from_config(cfg: Any) -> Any:
+    """The composed ``privacy`` group as a PrivacySpec, refused with the key, the value and what
+    is allowed when it cannot back a DP claim (shared by the one-shot and DP-SGD audits)."""
+    from dpsynth.config import ACCOUNTANTS
+    from dpsynth.methods.base import PrivacySpec
+
     eps, delta, acc = cfg.privacy.epsilon, cfg.privacy.delta, cfg.privacy.accountant
     if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
         raise ConfigError(
@@ -789,10 +808,7 @@ def compose_method(overrides: Sequence[str], features: int) -> tuple[Any, Any, d
             f"privacy.accountant: got {acc!r}; allowed: {', '.join(ACCOUNTANTS)}. "
             "Use privacy.accountant=rdp."
         )
-    dataset = OmegaConf.to_container(cfg.dataset, resolve=False) if "dataset" in cfg else {}
-    options = {k: dataset[k] for k in DATASET_OPTION_KEYS if k in (dataset or {})}
-    privacy = PrivacySpec(float(eps), float(delta), str(acc))
-    return method, privacy, options, int(cfg.seed)
+    return PrivacySpec(float(eps), float(delta), str(acc))
 
 
 def audit_from_config(

@@ -66,7 +66,7 @@ from dpsynth.errors import ConfigError
 from dpsynth.privacy.audit import (
     DPSGD_BUGS,
     _check_int,
-    _check_unit,
+    check_split,
     gaussian_exact_epsilon,
     threshold_test,
 )
@@ -278,20 +278,11 @@ def audit_dpsgd(
     classes = _check_int("--classes", classes, 1, "Use --classes 2.")
     dim = _check_int("--features", dim, 1, "Use e.g. --features 2.")
     trials = _check_int("--trials", trials, 1000, "Use ≥ 1e5 at ε = 10.")
-    selection_fraction = _check_unit(
-        "--selection-fraction", selection_fraction, "Use e.g. --selection-fraction 0.1."
-    )
-    confidence = _check_unit("--confidence", confidence, "Use e.g. --confidence 0.95.")
+    selection_fraction, confidence, n_select = check_split(trials, selection_fraction, confidence)
     if planted not in DPSGD_BUGS:
         raise ConfigError(
             f"--plant-bug: got {planted!r}; allowed for method=dpsgd: {', '.join(DPSGD_BUGS)}. "
             "Use none for a real audit."
-        )
-    n_select = int(round(trials * selection_fraction))
-    if not 100 <= n_select <= trials - 100:
-        raise ConfigError(
-            f"--selection-fraction: got {selection_fraction} with --trials {trials}, leaving "
-            f"{n_select} selection trials; allowed: ≥ 100 trials on each side. Raise --trials."
         )
     t0 = time.perf_counter()
     q_run, steps = method.sample_rate(train_size), method.total_steps(train_size)
@@ -389,25 +380,11 @@ def compose_dpsgd(overrides: Sequence[str]) -> tuple[Any, Any, int]:
     """Compose ``conf/`` with Hydra overrides; returns (method, PrivacySpec, seed)."""
     from hydra.utils import instantiate
 
-    from dpsynth.config import ACCOUNTANTS
-    from dpsynth.methods.base import PrivacySpec
-    from dpsynth.privacy.audit import compose_config
+    from dpsynth.privacy.audit import compose_config, privacy_from_config
 
     cfg = compose_config(overrides)
     method = instantiate(cfg.method)
-    eps, delta, acc = cfg.privacy.epsilon, cfg.privacy.delta, cfg.privacy.accountant
-    if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
-        raise ConfigError(
-            f"privacy.epsilon: got {eps}; allowed: a finite ε > 0. Use e.g. privacy.epsilon=10."
-        )
-    if not 0 < delta < 1:
-        raise ConfigError(f"privacy.delta: got {delta}; allowed: 0 < δ < 1. Use 1e-5.")
-    if acc not in ACCOUNTANTS:
-        raise ConfigError(
-            f"privacy.accountant: got {acc!r}; allowed: {', '.join(ACCOUNTANTS)}. "
-            "Use privacy.accountant=rdp."
-        )
-    return method, PrivacySpec(float(eps), float(delta), str(acc)), int(cfg.seed)
+    return method, privacy_from_config(cfg), int(cfg.seed)
 
 
 def audit_dpsgd_from_config(overrides: Sequence[str] = (), **kwargs: Any) -> DPSGDAuditResult:
