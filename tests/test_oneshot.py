@@ -263,3 +263,51 @@ def test_flush_denormals_is_scoped_to_post_processing() -> None:
     assert (tiny * 1.0).item() != 0.0
     if torch.set_flush_denormal(False):  # True where the CPU has flush-to-zero (x86 SSE3)
         assert flushed == 0.0
+
+
+_FLUSHED_CHILD = """
+import json, sys
+import numpy as np, torch
+from dpsynth.methods.base import flush_denormals_process_wide
+flushed = flush_denormals_process_wide()  # first thing, as the CLI does
+from dpsynth.methods.dpsgd import calibrate_noise_multiplier as opacus_sigma
+from dpsynth.methods.embedding import class_embedding, draw_frequencies
+from dpsynth.privacy.accounting import calibrate_noise_multiplier
+tiny = torch.full((1 << 20,), 1e-39)  # subnormal float32; a parallel op runs on every worker
+rng = np.random.default_rng(0)
+x, y = rng.random((300, 16)).astype(np.float32), rng.integers(0, 3, 300)
+print(json.dumps({
+    "supported": flushed,
+    "sum": float((tiny * 1.0).sum()),
+    "sigma": calibrate_noise_multiplier(epsilon=1.0, delta=1e-5, releases=2),
+    "opacus": opacus_sigma("rdp", 1.0, 1e-5, 0.01, 200),
+    "embedding": class_embedding(x, y, draw_frequencies(32, 16, 2.0, 0), 3).tolist(),
+}))
+"""
+
+
+def test_process_wide_flush_reaches_workers_and_leaves_privacy_numbers_identical() -> None:
+    """The CLI's process-wide FTZ/DAZ reaches the OpenMP workers (a parallel sum of subnormals
+    is 0), and the calibrated σ (dp-accounting and Opacus) and an exact release statistic are
+    bit-identical to this unflushed process's: the switch only ever touches subnormals."""
+    import json
+    import subprocess
+    import sys
+
+    from dpsynth.methods.dpsgd import calibrate_noise_multiplier as opacus_sigma
+    from dpsynth.methods.embedding import class_embedding
+    from dpsynth.privacy.accounting import calibrate_noise_multiplier
+
+    out = subprocess.run(
+        [sys.executable, "-c", _FLUSHED_CHILD], capture_output=True, text=True, check=True
+    )
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    rng = np.random.default_rng(0)
+    x, y = rng.random((300, 16)).astype(np.float32), rng.integers(0, 3, 300)
+    assert child["sigma"] == calibrate_noise_multiplier(epsilon=1.0, delta=1e-5, releases=2)
+    assert child["opacus"] == opacus_sigma("rdp", 1.0, 1e-5, 0.01, 200)
+    here = class_embedding(x, y, draw_frequencies(32, 16, 2.0, 0), 3)
+    assert np.array_equal(np.asarray(child["embedding"]), here)
+    assert float((torch.full((1 << 20,), 1e-39) * 1.0).sum()) > 0  # this process: unflushed
+    if child["supported"]:
+        assert child["sum"] == 0.0

@@ -49,8 +49,10 @@ def set_threads(hydra_cfg: DictConfig) -> None:
 
 
 def app(cfg: DictConfig) -> float | None:
+    from dpsynth.methods.base import flush_denormals_process_wide
     from dpsynth.pipeline import run  # heavy imports after Hydra has parsed the command line
 
+    flush_denormals_process_wide()  # before torch's first parallel op: workers inherit it
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     set_threads(hydra_cfg)
