@@ -118,21 +118,38 @@ def test_class_counts_policy_is_public() -> None:
 
 
 @pytest.mark.parametrize(
-    ("policy", "releases", "sigma"), [("uniform", 1, 4.05), ("release", 2, 5.72)]
+    ("policy", "accountant", "multiplier", "joint"),
+    [
+        ("uniform", "rdp", 4.05, 1.0),  # the embedding alone: the papers' σ at ε = 1
+        ("uniform", "pld", 3.73, 1.0),  # exact accounting: ~8% less noise
+        ("release", "rdp", 4.05, math.sqrt(1.5)),  # joint with proportions: √1.5, not √2
+        ("release", "pld", 3.73, math.sqrt(1.5)),
+    ],
 )
-def test_release_calibrates_for_exactly_the_releases_made(
-    tmp_path, policy: str, releases: int, sigma: float
+def test_release_calibrates_one_joint_gaussian(
+    tmp_path, policy: str, accountant: str, multiplier: float, joint: float
 ) -> None:
     data = _tiny_images()
+    n = data.n_train
     rel = PEARL(num_features=8, class_counts=policy).release(
-        data, PrivacySpec(1.0, 1e-5), _ctx(tmp_path)
+        data, PrivacySpec(1.0, 1e-5, accountant), _ctx(tmp_path)
     )
-    assert len(rel.ledger.spends) == releases
-    assert rel.ledger.spends[0].noise_multiplier == pytest.approx(sigma, rel=0.01)
-    assert rel.ledger.spends[0].sensitivity == pytest.approx(2 / data.n_train)
-    if releases == 2:
-        assert rel.ledger.spends[1].sensitivity == pytest.approx(math.sqrt(2) / data.n_train)
+    (spend,) = rel.ledger.spends
+    assert spend.noise_multiplier == pytest.approx(multiplier, rel=0.01)
+    std_embedding = multiplier * joint * 2 / n
+    if policy == "release":
+        assert spend.sensitivity == pytest.approx(joint)
+        assert spend.parts["embedding"] == pytest.approx(std_embedding, rel=0.01)
+        assert spend.parts["proportions"] == pytest.approx(multiplier * joint * 2**0.5 / n, 0.01)
+        # two separate releases (the old calibration) put 5.72·2/n on the embedding at RDP
+        if accountant == "rdp":
+            assert spend.parts["embedding"] < 0.87 * 5.72 * 2 / n
+    else:
+        assert spend.sensitivity == pytest.approx(2 / n)
+        assert spend.noise_std == pytest.approx(std_embedding, rel=0.01)
     assert rel.ledger.epsilon_spent <= 1.0
+    assert rel.ledger.epsilon_exact <= 1.0 + 1e-6
+    assert rel.ledger.neighbours == "replace_one" and rel.ledger.accountant == accountant
 
 
 @pytest.mark.parametrize("method_cls", [PEARL, DPMERF])
@@ -156,16 +173,18 @@ def test_cached_release_reused_with_one_spend(tmp_path) -> None:
     from dpsynth.privacy.release import ReleaseCache
 
     data = _tiny_images()
-    ctx = _ctx(tmp_path)
-    ctx.cache = ReleaseCache(tmp_path / "cache")
+    cache = ReleaseCache(tmp_path / "cache")
     method = PEARL(num_features=8)
-    a = method.release(data, PrivacySpec(1.0, 1e-5), ctx)
-    b = method.release(data, PrivacySpec(1.0, 1e-5), ctx)
+    runs = []
+    for name, eps in (("a", 1.0), ("b", 1.0), ("c", 2.0)):
+        ctx = _ctx(tmp_path / name)
+        ctx.cache = cache
+        runs.append(method.release(data, PrivacySpec(eps, 1e-5), ctx))
+    a, b, c = runs
     assert not a.ledger.cache_hit and b.ledger.cache_hit
     assert len(b.ledger.spends) == 1
     np.testing.assert_array_equal(a["embedding"], b["embedding"])
-    c = method.release(data, PrivacySpec(2.0, 1e-5), ctx)  # another budget → another release
-    assert not c.ledger.cache_hit
+    assert not c.ledger.cache_hit  # another budget → another release
 
 
 def test_channels_last_generator_computes_the_plain_layout_function() -> None:
@@ -270,9 +289,8 @@ import json, sys
 import numpy as np, torch
 from dpsynth.methods.base import flush_denormals_process_wide
 flushed = flush_denormals_process_wide()  # first thing, as the CLI does
-from dpsynth.methods.dpsgd import calibrate_noise_multiplier as opacus_sigma
 from dpsynth.methods.embedding import class_embedding, draw_frequencies
-from dpsynth.privacy.accounting import calibrate_noise_multiplier
+from dpsynth.privacy.accounting import calibrate_noise_multiplier, calibrate_sgd
 tiny = torch.full((1 << 20,), 1e-39)  # subnormal float32; a parallel op runs on every worker
 rng = np.random.default_rng(0)
 x, y = rng.random((300, 16)).astype(np.float32), rng.integers(0, 3, 300)
@@ -280,7 +298,7 @@ print(json.dumps({
     "supported": flushed,
     "sum": float((tiny * 1.0).sum()),
     "sigma": calibrate_noise_multiplier(epsilon=1.0, delta=1e-5, releases=2),
-    "opacus": opacus_sigma("rdp", 1.0, 1e-5, 0.01, 200),
+    "sgd": calibrate_sgd(epsilon=1.0, delta=1e-5, sample_rate=0.01, steps=200),
     "embedding": class_embedding(x, y, draw_frequencies(32, 16, 2.0, 0), 3).tolist(),
 }))
 """
@@ -288,15 +306,14 @@ print(json.dumps({
 
 def test_process_wide_flush_reaches_workers_and_leaves_privacy_numbers_identical() -> None:
     """The CLI's process-wide FTZ/DAZ reaches the OpenMP workers (a parallel sum of subnormals
-    is 0), and the calibrated σ (dp-accounting and Opacus) and an exact release statistic are
+    is 0), and the calibrated σ (one-shot and DP-SGD, dp-accounting) and an exact release statistic are
     bit-identical to this unflushed process's: the switch only ever touches subnormals."""
     import json
     import subprocess
     import sys
 
-    from dpsynth.methods.dpsgd import calibrate_noise_multiplier as opacus_sigma
     from dpsynth.methods.embedding import class_embedding
-    from dpsynth.privacy.accounting import calibrate_noise_multiplier
+    from dpsynth.privacy.accounting import calibrate_noise_multiplier, calibrate_sgd
 
     out = subprocess.run(
         [sys.executable, "-c", _FLUSHED_CHILD], capture_output=True, text=True, check=True
@@ -305,7 +322,7 @@ def test_process_wide_flush_reaches_workers_and_leaves_privacy_numbers_identical
     rng = np.random.default_rng(0)
     x, y = rng.random((300, 16)).astype(np.float32), rng.integers(0, 3, 300)
     assert child["sigma"] == calibrate_noise_multiplier(epsilon=1.0, delta=1e-5, releases=2)
-    assert child["opacus"] == opacus_sigma("rdp", 1.0, 1e-5, 0.01, 200)
+    assert child["sgd"] == calibrate_sgd(epsilon=1.0, delta=1e-5, sample_rate=0.01, steps=200)
     here = class_embedding(x, y, draw_frequencies(32, 16, 2.0, 0), 3)
     assert np.array_equal(np.asarray(child["embedding"]), here)
     assert float((torch.full((1 << 20,), 1e-39) * 1.0).sum()) > 0  # this process: unflushed

@@ -11,7 +11,7 @@ import torch
 
 from dpsynth.errors import ConfigError, PrivacyError
 from dpsynth.methods.embedding import class_embedding, class_proportions, draw_frequencies
-from dpsynth.privacy.accounting import calibrate_noise_multiplier, epsilon_spent
+from dpsynth.privacy.accounting import Gaussian, calibrate_noise_multiplier, epsilon_spent
 from dpsynth.privacy.release import ReleaseCache, Statistic, gaussian_release
 
 
@@ -21,25 +21,25 @@ from dpsynth.privacy.release import ReleaseCache, Statistic, gaussian_release
 )
 def test_calibration_matches_reference_values(epsilon: float, two: float, one: float) -> None:
     # The values PEARL / DP-MERF report for δ = 1e-5 under RDP, each within ±1%.
-    sigma2 = calibrate_noise_multiplier(epsilon=epsilon, delta=1e-5, releases=2)
-    sigma1 = calibrate_noise_multiplier(epsilon=epsilon, delta=1e-5, releases=1)
+    sigma2 = calibrate_noise_multiplier(epsilon=epsilon, delta=1e-5, releases=2, accountant="rdp")
+    sigma1 = calibrate_noise_multiplier(epsilon=epsilon, delta=1e-5, releases=1, accountant="rdp")
     assert sigma2 == pytest.approx(two, rel=0.01)
     assert sigma1 == pytest.approx(one, rel=0.01)
     # the calibrated σ spends at most the target, and barely less
-    spent = epsilon_spent(sigma2, releases=2, delta=1e-5)
+    spent = epsilon_spent([Gaussian(sigma2, 2)], delta=1e-5, accountant="rdp")
     assert epsilon * 0.99 < spent <= epsilon
 
 
 def test_authors_single_release_at_two_release_sigma_underspends() -> None:
     # The authors' image script: σ for two releases, one release made → ε well below 1.
-    assert epsilon_spent(5.72, releases=1, delta=1e-5) < 0.9
+    assert epsilon_spent([Gaussian(5.72)], delta=1e-5, accountant="rdp") < 0.9
 
 
 def test_pld_is_tighter_than_rdp() -> None:
-    rdp = calibrate_noise_multiplier(epsilon=1.0, delta=1e-5, releases=2)
+    rdp = calibrate_noise_multiplier(epsilon=1.0, delta=1e-5, releases=2, accountant="rdp")
     pld = calibrate_noise_multiplier(epsilon=1.0, delta=1e-5, releases=2, accountant="pld")
     assert pld < rdp
-    assert epsilon_spent(pld, releases=2, delta=1e-5, accountant="pld") <= 1.0
+    assert epsilon_spent([Gaussian(pld, 2)], delta=1e-5, accountant="pld") <= 1.0
 
 
 @pytest.mark.parametrize(
@@ -116,11 +116,12 @@ def test_release_noise_has_calibrated_scale_and_ledger() -> None:
         delta=1e-5,
         rng=np.random.default_rng(0),
     )
+    # Two statistics without a joint sensitivity cost what two separate releases would.
     sigma = calibrate_noise_multiplier(epsilon=1.0, delta=1e-5, releases=2)
     assert rel["e"].std() == pytest.approx(sigma * 0.01, rel=0.02)
-    assert len(rel.ledger.spends) == 2
+    assert len(rel.ledger.spends) == 1 and rel.ledger.spends[0].parts["p"] == sigma * 0.005
     assert rel.ledger.epsilon_spent <= 1.0
-    assert rel.ledger.to_dict()["releases"] == 2
+    assert rel.ledger.to_dict()["releases"] == 1
     assert not np.allclose(rel["e"], value)
 
 

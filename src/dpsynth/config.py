@@ -21,9 +21,15 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dpsynth.errors import ConfigError
+from dpsynth.privacy.accounting import check_accountant, check_neighbours
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-DATASET_OPTION_KEYS = ("sigma0_sq", "n_synthetic")  # harness keys in dataset YAMLs, not loader args
+DATASET_OPTION_KEYS = (
+    "sigma0_sq",
+    "n_synthetic",
+    "delta",
+    "provenance",
+)  # harness keys in dataset YAMLs, not loader args
 
 
 def default_cache_root() -> str:
@@ -84,8 +90,9 @@ if not OmegaConf.has_resolver("dpsynth_data_dir"):
 @dataclass
 class PrivacyConfig:
     epsilon: float = MISSING
-    delta: float = 1e-5
-    accountant: str = "rdp"
+    delta: float = MISSING  # per dataset: conf/dataset/<name>.yaml's `delta` (see δ policy)
+    accountant: str = "pld"
+    neighbours: str = "replace_one"
 
 
 @dataclass
@@ -108,8 +115,6 @@ class Config:
 
 
 ConfigStore.instance().store(name="config_schema", node=Config)
-
-ACCOUNTANTS = ("rdp", "pld")
 
 
 def group_options(group: str) -> list[str]:
@@ -136,11 +141,8 @@ def validate(cfg: DictConfig, *, private: bool) -> None:
             raise ConfigError(
                 f"privacy.delta: got {delta}; allowed: 0 < δ < 1 (the papers use 1e-5)."
             )
-    if cfg.privacy.accountant not in ACCOUNTANTS:
-        raise ConfigError(
-            f"privacy.accountant: got {cfg.privacy.accountant!r}; allowed: "
-            f"{', '.join(ACCOUNTANTS)}."
-        )
+    check_accountant(cfg.privacy.accountant)
+    check_neighbours(cfg.privacy.neighbours)
     if cfg.seed < 0:
         raise ConfigError(f"seed: got {cfg.seed}; must be a non-negative integer.")
     n_syn = cfg.dataset.get("n_synthetic")

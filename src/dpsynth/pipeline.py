@@ -27,8 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 from dpsynth.config import DATASET_OPTION_KEYS, config_id, validate
 from dpsynth.data.base import Dataset
 from dpsynth.errors import ConfigError, DpsynthError, PrivacyError
+from dpsynth.executor import executor_info
 from dpsynth.loggers import emit_run
 from dpsynth.methods.base import Method, PrivacySpec, RunContext, Synthesizer
+from dpsynth.methods.oneshot import RUN_RELEASE
 from dpsynth.privacy.release import Ledger, ReleaseCache
 from dpsynth.records import (
     git_sha,
@@ -111,6 +113,7 @@ def train_generator(
     t0 = time.perf_counter()
     if method.one_shot:
         release = method.release(data, privacy, ctx)
+        ctx.release_fingerprint = release.public.get("release_fingerprint")
         if not keep_train:
             data.train_x = np.empty((0, *data.train_x.shape[1:]), data.train_x.dtype)
         timings["release"] = time.perf_counter() - t0
@@ -182,7 +185,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     method = build_method(cfg)  # constructor validates the method's own options
     validate(cfg, private=method.private)
     privacy = PrivacySpec(
-        float(cfg.privacy.epsilon), float(cfg.privacy.delta), str(cfg.privacy.accountant)
+        float(cfg.privacy.epsilon),
+        float(cfg.privacy.delta),
+        str(cfg.privacy.accountant),
+        str(cfg.privacy.neighbours),
     )
     resolved = OmegaConf.to_container(cfg, resolve=True)
     done = completed_record(run_dir, config_id(resolved)) if cfg.resume else None
@@ -200,7 +206,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "epsilon": privacy.epsilon,
             "delta": privacy.delta,
             "accountant": privacy.accountant,
+            "neighbours": privacy.neighbours,
             "epsilon_spent": None,
+            "epsilon_exact": None,
             "releases": [],
         },
         "metrics": {},
@@ -208,6 +216,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "flags": [],
         "timings": {},
         "peak_rss_mb_by_stage": {},
+        "executor": executor_info(),
         "git_sha": git_sha(),
         "versions": versions(),
     }
@@ -220,6 +229,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     timings["load"] = time.perf_counter() - t0
     memory["load"] = peak_rss_mb()
     record["dataset"] = data.spec.name
+    record["schema_source"] = getattr(data, "schema_source", "declared")
     method.check(data.spec, {k: cfg.dataset.get(k) for k in DATASET_OPTION_KEYS}, data.n_train)
     preflight(cfg, data, privacy, method, run_dir)
     evaluator = build(cfg.eval)
@@ -262,8 +272,9 @@ def _execute(
     start, cpu_start = clocks  # perf_counter and process_time at the start of the run
     # From here on outputs exist: any failure is recorded as such, never left half-written.
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:
+    if not cfg.resume:  # a new run: it draws (or takes from the cache) its release anew
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        (run_dir / RUN_RELEASE).unlink(missing_ok=True)
     write_json(run_dir / "config.json", resolved)
     try:
         ctx = make_context(cfg, run_dir)
@@ -274,8 +285,12 @@ def _execute(
         )
         check_ledger(ledger, privacy, method)
         record["resumed_from_step"] = ctx.resumed_from_step
+        record["release_fingerprint"] = getattr(ctx, "release_fingerprint", None)
         record["privacy"].update(
+            accountant=ledger.accountant,
+            neighbours=ledger.neighbours,
             epsilon_spent=ledger.epsilon_spent,
+            epsilon_exact=ledger.epsilon_exact,
             releases=[vars(s) for s in ledger.spends],
             cache_hit=ledger.cache_hit,
         )
@@ -284,7 +299,11 @@ def _execute(
         timings["sample"] = time.perf_counter() - t0
         memory["sample"] = peak_rss_mb()
         record["diagnostics"] = dict(method.diagnostics)
-        record["flags"] = collapse_flags(x) + critic_flags(record["diagnostics"])
+        record["flags"] = (
+            list(getattr(data, "flags", []))
+            + collapse_flags(x)
+            + critic_flags(record["diagnostics"])
+        )
         t0 = time.perf_counter()
         metrics = evaluator(data, x, y, cache_dir=str(Path(cfg.cache_dir) / "eval"))
         timings["evaluate"] = time.perf_counter() - t0
@@ -370,7 +389,10 @@ def preflight(
 ) -> None:
     """Checks that need the loaded data's public size, before any output is written."""
     n = data.n_train
-    if method.private and privacy.delta >= 1.0 / n:
+    # δ policy (README "δ"): the dataset YAML's public default, explicit overrides allowed, and
+    # never δ ≥ 1/n. Checked only where n is public (replace-one); under add/remove n is private
+    # and a refusal would itself tell neighbouring datasets apart.
+    if method.private and privacy.neighbours == "replace_one" and privacy.delta >= 1.0 / n:
         raise ConfigError(
             f"privacy.delta: got {privacy.delta} ≥ 1/n = 1/{n} = {1.0 / n:.3g}; such a δ permits "
             f"publishing a whole record. Use δ < 1/n (the papers use 1e-5)."

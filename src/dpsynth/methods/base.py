@@ -21,7 +21,7 @@ from torch import nn
 
 from dpsynth.data.base import Dataset, DataSpec, Kind
 from dpsynth.errors import ConfigError
-from dpsynth.privacy.release import Ledger, Release, ReleaseCache
+from dpsynth.privacy.release import Ledger, PrivacySpec, Release, ReleaseCache
 
 _FLUSH_PROCESS_WIDE = False
 
@@ -61,15 +61,6 @@ def flush_denormals() -> Iterator[None]:
             torch.set_flush_denormal(False)
 
 
-@dataclass(frozen=True)
-class PrivacySpec:
-    """The budget a run was asked to meet."""
-
-    epsilon: float
-    delta: float
-    accountant: str = "rdp"
-
-
 @dataclass
 class RunContext:
     """Everything about a run that is not private data and not the method's own config.
@@ -94,6 +85,7 @@ class RunContext:
     logger: Any = None
     progress: bool | None = None
     resumed_from_step: int | None = None  # set when training continued from a checkpoint
+    release_fingerprint: str | None = None  # the one-shot release this run trained on
 
 
 @dataclass

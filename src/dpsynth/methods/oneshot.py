@@ -24,6 +24,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -33,10 +34,9 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from dpsynth.data.base import Dataset, DataSpec
-from dpsynth.errors import ConfigError, TrainingError
+from dpsynth.errors import ConfigError, PrivacyError, TrainingError
 from dpsynth.methods.base import (
     Method,
-    PrivacySpec,
     RunContext,
     Synthesizer,
     flush_denormals,
@@ -44,11 +44,20 @@ from dpsynth.methods.base import (
 from dpsynth.methods.embedding import (
     batch_embedding,
     class_embedding,
-    class_proportions,
     draw_frequencies,
 )
 from dpsynth.methods.generators import ConvGenerator, TabularGenerator
-from dpsynth.privacy.release import Release, Statistic, fingerprint, gaussian_release
+from dpsynth.privacy.estimates import dp_mean_sq_distance
+from dpsynth.privacy.release import (
+    Budget,
+    PrivacySpec,
+    Release,
+    ReleaseCache,
+    Statistic,
+    cache_key,
+    fingerprint,
+    gaussian_release,
+)
 
 ClassCounts = Literal["auto", "release", "uniform"]
 
@@ -197,6 +206,96 @@ class EmbeddingMatcher(pl.LightningModule):
         return opts, [{"scheduler": sched, "interval": "step"}]
 
 
+#: Bumped whenever what a release contains, or how it is computed, changes: part of the cache
+#: key, so a behaviour-changing commit never reuses an old release.
+RELEASE_VERSION = 2
+RUN_RELEASE = "release.npz"
+
+
+def release_statistics(
+    x: np.ndarray,
+    y: np.ndarray,
+    freqs: torch.Tensor,
+    num_classes: int,
+    with_counts: bool,
+    privacy: PrivacySpec,
+) -> tuple[list[Statistic], float | None]:
+    """The exact statistics of a one-shot release and their joint normalised sensitivity J.
+
+    replace-one (n public): E = (1/n) Σ z(x_j) ⊗ e_{y_j} (Δ = 2/n) and p = n_c/n (Δ = √2/n).
+    Replacing (x, y) by (x′, y′): if y = y′, E moves ≤ 2/n and p not at all (normalised: 1);
+    if y ≠ y′, E moves √2/n (two unit columns) and p √2/n (normalised: ½ + 1). So
+    J = √1.5, not the √2 of two separate releases (13% less noise).
+    add/remove (n private): S = Σ z(x_j) ⊗ e_{y_j} (Δ = 1) and the class counts (Δ = 1),
+    always released together (the count is the denominator): both move, J = √2.
+    """
+    n = x.shape[0]
+    emb = class_embedding(x, y, freqs, num_classes)  # (2k, C)
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)  # (C,)
+    if privacy.neighbours == "replace_one":
+        stats = [Statistic("embedding", emb, 2.0 / n)]
+        if not with_counts:
+            return stats, None
+        stats.append(Statistic("proportions", counts / n, math.sqrt(2.0) / n))
+        return stats, math.sqrt(1.5)
+    sums = [Statistic("embedding_sum", emb * n, 1.0), Statistic("counts", counts, 1.0)]
+    return sums, math.sqrt(2.0)
+
+
+def finish_add_remove(rel: Release, with_counts: bool) -> None:
+    """Post-processing of an add/remove release: the mean embedding the generator matches is
+    the noisy sum over the noisy total count (n itself was never public)."""
+    counts = np.clip(rel["counts"].astype(np.float64), 0.0, None)
+    n_hat = max(float(counts.sum()), 1.0)
+    rel.statistics["embedding"] = (rel["embedding_sum"] / n_hat).astype(np.float32)
+    if with_counts:
+        rel.statistics["proportions"] = (counts / n_hat).astype(np.float32)
+
+
+def _save_run_release(path: Path, release: Release, parts: dict[str, Any]) -> None:
+    ReleaseCache(path.parent).store(path.stem, release, parts)
+
+
+def run_release(ctx: RunContext, parts: dict[str, Any], build: Any) -> Release:
+    """The run's one release: the run folder's own if an earlier attempt made one, else the
+    cache's (or a fresh one, stored in both).
+
+    A resume after a cache miss (another ``cache_dir``, a deleted or corrupt entry) used to
+    draw a second release and train the checkpoint's generator (fitted to release 1) against
+    release 2. Now the run folder keeps its release and its ledger, so a resume continues with
+    exactly what it started from and spends nothing; a checkpoint without that record (a run
+    folder from before this rule) is refused before anything is spent.
+    """
+    own = ctx.run_dir / RUN_RELEASE
+    key = cache_key(parts)
+    if own.exists():
+        rel = ReleaseCache(own.parent).load(own.stem)
+        assert rel is not None
+        if rel.public.get("cache_key") != key:
+            raise PrivacyError(
+                f"{own} holds the release of another configuration (cache key "
+                f"{rel.public.get('cache_key')} ≠ {key}). A run folder belongs to one config; "
+                "use a new folder, or resume=false to start this one afresh (spends again)."
+            )
+        rel.public["release_fingerprint"] = rel.fingerprint()
+        return rel
+    if (ctx.run_dir / "checkpoints" / "last.ckpt").exists():
+        raise PrivacyError(
+            f"{ctx.run_dir} has a checkpoint but no {RUN_RELEASE}: its generator was fitted "
+            "to a release this run cannot identify, and resuming it against another release "
+            "would mix two. Start afresh with resume=false (spends the budget again) or use a "
+            "new run folder."
+        )
+    if ctx.cache is None:
+        rel = build()
+        rel.public["cache_key"] = key
+    else:
+        rel = ctx.cache.get_or_create(parts, build)
+    _save_run_release(own, rel, parts)
+    rel.public["release_fingerprint"] = rel.fingerprint()
+    return rel
+
+
 class EmbeddingMethod(Method):
     """A one-shot CF-embedding method; DP-MERF and PEARL differ only in the critic."""
 
@@ -223,6 +322,7 @@ class EmbeddingMethod(Method):
         tabular_width: int = 0,
         checkpoint_every: int = 500,
         label_sampling: str = "balanced",
+        sigma0_share: float = 0.05,
         name: str | None = None,
     ) -> None:
         if label_sampling not in ("balanced", "random"):
@@ -249,6 +349,12 @@ class EmbeddingMethod(Method):
                 raise ConfigError(f"method.{key}: got {value}; must be a positive integer.")
         if not lr > 0:
             raise ConfigError(f"method.lr: got {lr}; must be > 0.")
+        if not 0 < float(sigma0_share) < 1:
+            raise ConfigError(
+                f"method.sigma0_share: got {sigma0_share}; the share of the budget spent on the "
+                "DP σ0² estimate must lie in (0, 1) (default 0.05)."
+            )
+        self.sigma0_share = float(sigma0_share)
         self.num_features, self.sigma0_sq, self.freq_seed = num_features, sigma0_sq, freq_seed
         self.class_counts = class_counts
         self.steps, self.batch_size, self.lr, self.scheduler = steps, batch_size, lr, scheduler
@@ -274,13 +380,22 @@ class EmbeddingMethod(Method):
                 "divisible by 4 (e.g. dataset.image_size=32)."
             )
 
-    def _sigma0_sq(self, dataset_options: dict[str, Any]) -> float:
+    def _sigma0_sq(self, dataset_options: dict[str, Any]) -> float | str:
+        """The frequency scale: ``dp`` (a DP estimate paid from the run's budget, see
+        :mod:`dpsynth.privacy.estimates`) or a positive constant with a public source."""
         value = self.sigma0_sq if self.sigma0_sq is not None else dataset_options.get("sigma0_sq")
-        if value is None or not float(value) > 0:
+        if value == "dp":
+            return "dp"
+        try:
+            ok = value is not None and float(value) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise ConfigError(
-                f"method.sigma0_sq / dataset.sigma0_sq: got {value}; the frequency scale must be "
-                "a positive public constant (set it in conf/dataset/<name>.yaml), never "
-                "computed from the private data."
+                f"method.sigma0_sq / dataset.sigma0_sq: got {value!r}; allowed: dp (a DP "
+                "estimate paid from the budget) or a positive constant whose public source is "
+                "cited in conf/dataset/<name>.yaml's provenance, never computed from the "
+                "private data."
             )
         return float(value)
 
@@ -304,46 +419,57 @@ class EmbeddingMethod(Method):
     # ------------------------------------------------------------------ mechanism
 
     def release(self, data: Dataset, privacy: PrivacySpec, ctx: RunContext) -> Release:
-        """Privacy: (ε, δ)-DP by ``gaussian_release`` over the embedding (Δ₂ = 2/n) and, when
-        released, the class proportions (Δ₂ = √2/n); everything else is public."""
+        """Privacy: (ε, δ)-DP under ``privacy.neighbours`` by ONE Gaussian mechanism on the
+        embedding and (when released) the class proportions, with their true joint sensitivity
+        (:func:`release_statistics`), composed in the run's budget after any earlier releases
+        of this run (DP schema inference at load time, the DP σ0² estimate).
+
+        One run, one release: the release is also kept in the run folder
+        (``release.npz``); a later attempt of the same run (a resume) uses that one, never a
+        new draw, even when the cache has lost it (see :func:`run_release`).
+        """
         spec = data.spec
         public = self.public_params(spec, ctx)
 
         def build() -> Release:
             t0 = time.perf_counter()
             n = data.n_train
-            freqs = draw_frequencies(
-                public["num_features"], spec.dim, public["sigma0_sq"], public["freq_seed"]
-            )
+            budget = Budget(privacy)
+            budget.spends.extend(getattr(data, "spends", []))  # load-time releases of this run
             x = data.train_x.reshape(n, -1)
-            stats = [
-                Statistic(
-                    "embedding", class_embedding(x, data.train_y, freqs, spec.num_classes), 2.0 / n
-                )
-            ]
-            if public["release_counts"]:
-                props = class_proportions(data.train_y, spec.num_classes)
-                stats.append(Statistic("proportions", props, math.sqrt(2.0) / n))
+            sigma0_sq = public["sigma0_sq"]
+            if sigma0_sq == "dp":
+                sigma0_sq = dp_mean_sq_distance(x, spec, budget=budget, share=self.sigma0_share)
+            freqs = draw_frequencies(
+                public["num_features"], spec.dim, float(sigma0_sq), public["freq_seed"]
+            )
+            stats, joint = release_statistics(
+                x, data.train_y, freqs, spec.num_classes, public["release_counts"], privacy
+            )
             rel = gaussian_release(
                 stats,
-                epsilon=privacy.epsilon,
-                delta=privacy.delta,
-                accountant=privacy.accountant,
-                public={**public, "n": n},
+                budget=budget,
+                joint_sensitivity=joint,
+                public={**public, "sigma0_sq": float(sigma0_sq)},
             )
+            if privacy.neighbours == "replace_one":
+                rel.public["n"] = n  # public under replace-one
+            else:
+                finish_add_remove(rel, public["release_counts"])
             rel.public["release_seconds"] = time.perf_counter() - t0
             return rel
 
-        if ctx.cache is None:
-            return build()
         parts = {
             **public,
+            "release_version": RELEASE_VERSION,
             "dataset": ctx.dataset_id,
             "data": fingerprint(data.train_x, data.train_y),
+            "load_spends": [vars(s) for s in getattr(data, "spends", [])],
             "privacy": vars(privacy),
+            "sigma0_share": self.sigma0_share if public["sigma0_sq"] == "dp" else None,
             "seed": ctx.seed,
         }
-        return ctx.cache.get_or_create(parts, build)
+        return run_release(ctx, parts, build)
 
     # ------------------------------------------------------------------ post-processing
 

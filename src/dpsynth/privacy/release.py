@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import secrets
 import tempfile
@@ -26,7 +27,26 @@ import numpy as np
 from filelock import FileLock
 
 from dpsynth.errors import DataError, PrivacyError
-from dpsynth.privacy.accounting import calibrate_noise_multiplier, epsilon_spent
+from dpsynth.privacy.accounting import (
+    Event,
+    Gaussian,
+    SubsampledGaussian,
+    calibrate_gaussian,
+    epsilon_spent,
+    exact_epsilon,
+    remaining_multiplier,
+    share_multiplier,
+)
+
+
+@dataclass(frozen=True)
+class PrivacySpec:
+    """The guarantee a run was asked to meet: (ε, δ) under ``neighbours``, by ``accountant``."""
+
+    epsilon: float
+    delta: float
+    accountant: str = "pld"
+    neighbours: str = "replace_one"
 
 
 @dataclass(frozen=True)
@@ -36,7 +56,7 @@ class Statistic:
     Attributes:
         name: key under which the noisy version is released.
         value: the exact value (any shape).
-        sensitivity: L2 sensitivity under replace-one neighbouring datasets.
+        sensitivity: its L2 sensitivity under the run's neighbour relation.
     """
 
     name: str
@@ -46,21 +66,41 @@ class Statistic:
 
 @dataclass
 class Spend:
-    """One Gaussian mechanism in the ledger."""
+    """One mechanism applied to the private data, as the ledger (and metrics.json) lists it.
+
+    ``mechanism`` is ``gaussian`` (``count`` Gaussian releases, noise std = noise_multiplier ×
+    ``sensitivity``) or ``poisson_gaussian`` (``steps`` DP-SGD steps at ``sample_rate``, clip
+    norm ``sensitivity``). A joint release of several statistics is one Gaussian on their
+    concatenation, each divided by its own sensitivity: ``sensitivity`` is then that joint,
+    normalised sensitivity and ``parts`` the noise std each statistic received.
+    """
 
     mechanism: str
     statistic: str
     noise_multiplier: float
     sensitivity: float
     noise_std: float
+    count: int = 1
+    steps: int = 0
+    sample_rate: float = 1.0
+    expected_batch_size: int = 0
+    share: float | None = None
+    parts: dict[str, float] = field(default_factory=dict)
+
+    def event(self) -> Event:
+        """The accounting event of this spend."""
+        if self.mechanism == "poisson_gaussian":
+            return SubsampledGaussian(self.noise_multiplier, self.sample_rate, self.steps)
+        return Gaussian(self.noise_multiplier, self.count)
 
 
 @dataclass
 class Ledger:
     """What a run spent, as computed by the library accountant.
 
-    ``spends`` lists every Gaussian mechanism applied to the private data; ``cache_hit`` says
-    that this run reused a stored release (and therefore spent nothing new).
+    ``epsilon_spent`` is by the run's ``accountant`` (what the run was calibrated with);
+    ``epsilon_exact`` by the PLD accountant (the yardstick shown beside it on every row).
+    ``cache_hit`` says that this run reused a stored release (and spent nothing new).
     """
 
     epsilon: float
@@ -70,6 +110,29 @@ class Ledger:
     spends: list[Spend] = field(default_factory=list)
     cache_hit: bool = False
     created_at: float = field(default_factory=time.time)
+    neighbours: str = "replace_one"
+    epsilon_exact: float | None = None
+
+    @classmethod
+    def account(cls, privacy: PrivacySpec, spends: list[Spend]) -> Ledger:
+        """The ledger of ``spends``, its ε computed by the run's accountant and by PLD."""
+        events = [s.event() for s in spends]
+        spent = epsilon_spent(
+            events,
+            delta=privacy.delta,
+            neighbours=privacy.neighbours,
+            accountant=privacy.accountant,
+        )
+        exact = exact_epsilon(events, delta=privacy.delta, neighbours=privacy.neighbours)
+        return cls(
+            privacy.epsilon,
+            privacy.delta,
+            privacy.accountant,
+            spent,
+            list(spends),
+            neighbours=privacy.neighbours,
+            epsilon_exact=exact,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -94,21 +157,70 @@ class Release:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.statistics[name]
 
+    def fingerprint(self) -> str:
+        """Content hash of the noisy statistics: names one release (run folders record it, so a
+        resume can tell whether cache and checkpoint hold the same one)."""
+        h = hashlib.sha256()
+        for name in sorted(self.statistics):
+            h.update(name.encode())
+            h.update(fingerprint(np.asarray(self.statistics[name])).encode())
+        return h.hexdigest()[:32]
+
+
+class Budget:
+    """A one-shot run's budget as one Gaussian multiplier, shared by its releases.
+
+    Gaussian releases compose to a Gaussian (Σ_j 1/m_j² = 1/m²), so (ε, δ) under the
+    accountant is met exactly by one multiplier m (:func:`calibrate_gaussian`); a release
+    takes a fixed ``share`` of 1/m² or, by default, all that is left. ``spends`` is the ledger
+    in the making; every release of the run goes through :func:`gaussian_release` with it.
+    """
+
+    def __init__(self, privacy: PrivacySpec) -> None:
+        self.privacy = privacy
+        self.spends: list[Spend] = []
+        self.total = calibrate_gaussian(
+            epsilon=privacy.epsilon, delta=privacy.delta, accountant=privacy.accountant
+        )
+
+    def multiplier(self, share: float | None = None) -> float:
+        if share is not None:
+            return share_multiplier(self.total, share)
+        return remaining_multiplier(self.total, [s.event() for s in self.spends])
+
+    def ledger(self) -> Ledger:
+        ledger = Ledger.account(self.privacy, self.spends)
+        if ledger.epsilon_spent > self.privacy.epsilon * (1 + 1e-6):
+            raise PrivacyError(
+                f"the accountant reports ε = {ledger.epsilon_spent} > target "
+                f"{self.privacy.epsilon} for this run's releases; refusing to release."
+            )
+        return ledger
+
 
 def gaussian_release(
     stats: list[Statistic],
     *,
-    epsilon: float,
-    delta: float,
-    accountant: str = "rdp",
+    epsilon: float | None = None,
+    delta: float | None = None,
+    accountant: str = "pld",
+    neighbours: str = "replace_one",
+    budget: Budget | None = None,
+    joint_sensitivity: float | None = None,
+    share: float | None = None,
     public: dict[str, Any] | None = None,
     rng: np.random.Generator | None = None,
 ) -> Release:
-    """Release ``stats`` with Gaussian noise calibrated for exactly ``len(stats)`` releases.
+    """Release ``stats`` with one Gaussian mechanism and enter it in the run's ledger.
 
-    Privacy: (ε, δ)-DP under replace-one adjacency, by composition (computed by dp-accounting)
-    of ``len(stats)`` Gaussian mechanisms; statistic j receives i.i.d. N(0, (σ Δ_j)²) noise on
-    every entry, with σ the calibrated noise multiplier and Δ_j its declared L2 sensitivity.
+    Privacy: the statistics, each divided by its declared L2 sensitivity Δ_j (derived under the
+    run's neighbour relation), are concatenated into one vector of L2 sensitivity
+    ``joint_sensitivity`` J (default √len(stats): what composing them separately would cost;
+    a mechanism that knows its true joint worst case passes it, e.g. √1.5 for a mean embedding
+    with class proportions under replace-one). That vector gets i.i.d. N(0, (m J)²) noise,
+    i.e. statistic j gets N(0, (m J Δ_j)²) on every entry, with m the multiplier of this
+    release's share of ``budget`` (a fresh budget of (ε, δ) when none is given). The ledger
+    composes it, by dp-accounting, with the run's other releases.
 
     Noise comes from the OS entropy pool unless ``rng`` is given (tests and audits only): a
     seeded noise stream would let anyone who knows the seed subtract the noise.
@@ -122,20 +234,32 @@ def gaussian_release(
             )
         if not np.all(np.isfinite(s.value)):
             raise PrivacyError(f"statistic {s.name!r} contains NaN/inf; refusing to release.")
-    sigma = calibrate_noise_multiplier(
-        epsilon=epsilon, delta=delta, releases=len(stats), accountant=accountant
-    )
+    joint = math.sqrt(len(stats)) if joint_sensitivity is None else float(joint_sensitivity)
+    if not 1.0 - 1e-12 <= joint <= math.sqrt(len(stats)) + 1e-12:
+        raise PrivacyError(
+            f"joint_sensitivity: got {joint}; for {len(stats)} statistics each at most its own "
+            f"sensitivity it lies in [1, √{len(stats)}]."
+        )
+    if budget is None:
+        if epsilon is None or delta is None:
+            raise PrivacyError("gaussian_release: give a budget, or epsilon and delta.")
+        budget = Budget(PrivacySpec(epsilon, delta, accountant, neighbours))
+    m = budget.multiplier(share)
     rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
     noisy: dict[str, np.ndarray] = {}
-    spends: list[Spend] = []
+    parts: dict[str, float] = {}
     for s in stats:
-        std = sigma * s.sensitivity
+        std = m * joint * s.sensitivity
         value = np.asarray(s.value, dtype=np.float64)
         noisy[s.name] = (value + rng.normal(0.0, std, size=value.shape)).astype(np.float32)
-        spends.append(Spend("gaussian", s.name, sigma, float(s.sensitivity), float(std)))
-    spent = epsilon_spent(sigma, releases=len(stats), delta=delta, accountant=accountant)
-    ledger = Ledger(epsilon, delta, accountant, spent, spends)
-    return Release(noisy, dict(public or {}), ledger)
+        parts[s.name] = float(std)
+    name = "+".join(s.name for s in stats)
+    if len(stats) == 1:
+        spend = Spend("gaussian", name, m, float(stats[0].sensitivity), parts[name], share=share)
+    else:
+        spend = Spend("gaussian", name, m, joint, m * joint, share=share, parts=parts)
+    budget.spends.append(spend)
+    return Release(noisy, dict(public or {}), budget.ledger())
 
 
 # ----------------------------------------------------------------------------- cache
