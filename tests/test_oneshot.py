@@ -306,7 +306,7 @@ print(json.dumps({
 
 def test_process_wide_flush_reaches_workers_and_leaves_privacy_numbers_identical() -> None:
     """The CLI's process-wide FTZ/DAZ reaches the OpenMP workers (a parallel sum of subnormals
-    is 0), and the calibrated σ (one-shot and DP-SGD, dp-accounting) and an exact release statistic are
+    is 0), and the calibrated σ (one-shot and DP-SGD) and an exact release statistic are
     bit-identical to this unflushed process's: the switch only ever touches subnormals."""
     import json
     import subprocess
