@@ -2,7 +2,8 @@
 
 Reads ``<runs>/eps<ε>/metrics.json`` (written by the dpsynth CLI) and
 ``results/dpsgd_fmnist/step_cost.json``; writes ``results/dpsgd_fmnist/summary.json`` and
-``summary.md``: accuracy (logistic regression, MLP, CNN), FID, ε spent, DP steps, σ, and wall
+``summary.md``: accuracy (logistic regression, MLP, CNN), FID, the neighbour relation, ε spent
+(by the run's accountant) and ε exact (PLD), DP steps, σ, and wall
 time per stage for each ε, plus the DP/non-DP per-step cost ratio.
 
 Usage: python experiments/dpsgd_fmnist/collect.py [--runs outputs/dpsgd_fmnist]
@@ -18,12 +19,14 @@ from dpsynth.records import write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = {10.0: (49.0, 70.0), 1.0: (18.0, 60.0)}  # CNN accuracy: required, aimed at
+# the DP-SGD steps' Spend.mechanism (the second: runs made before issue 11's recalibration)
+SGD_MECHANISMS = ("poisson_gaussian", "dpsgd_poisson_gaussian")
 
 
 def row(run: Path) -> dict:
     rec = json.loads((run / "metrics.json").read_text())
     priv, m = rec["privacy"], rec["metrics"]
-    sgd = next((r for r in priv.get("releases", []) if r.get("steps") is not None), {})
+    sgd = next((r for r in priv.get("releases", []) if r.get("mechanism") in SGD_MECHANISMS), {})
     eps = float(priv["epsilon"])
     need, aim = TARGETS.get(eps, (None, None))
     return {
@@ -31,7 +34,9 @@ def row(run: Path) -> dict:
         "status": rec["status"],
         "epsilon": eps,
         "epsilon_spent": priv.get("epsilon_spent"),
+        "epsilon_exact": priv.get("epsilon_exact"),
         "accountant": priv.get("accountant"),
+        "neighbours": priv.get("neighbours", "add_remove (Opacus, before issue 11)"),
         "dp_steps": sgd.get("steps"),
         "noise_multiplier": sgd.get("noise_multiplier"),
         "sample_rate": sgd.get("sample_rate"),
@@ -57,15 +62,16 @@ def main() -> None:
     cost = json.loads(cost_path.read_text()) if cost_path.exists() else None
     write_json(out / "summary.json", {"runs": rows, "step_cost": cost})
     lines = [
-        "| ε | ε spent | DP steps | σ | acc logreg | acc MLP | acc CNN (need / aim) | FID "
-        "| train s | sample s | evaluate s | total s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ε | neighbours | ε spent (accountant) | ε exact (PLD) | DP steps | σ | acc logreg "
+        "| acc MLP | acc CNN (need / aim) | FID | train s | sample s | evaluate s | total s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     fmt = lambda v, p=1: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
     for r in sorted(rows, key=lambda r: -r["epsilon"]):
         t = r["timings_s"]
         lines.append(
-            f"| {r['epsilon']:g} | {fmt(r['epsilon_spent'], 3)} | {r['dp_steps']} "
+            f"| {r['epsilon']:g} | {r['neighbours']} | {fmt(r['epsilon_spent'], 3)} "
+            f"({r['accountant']}) | {fmt(r['epsilon_exact'], 3)} | {r['dp_steps']} "
             f"| {fmt(r['noise_multiplier'], 3)} | {fmt(r['acc_logreg'])} | {fmt(r['acc_mlp'])} "
             f"| {fmt(r['acc_cnn'])} ({fmt(r['cnn_required'], 0)} / {fmt(r['cnn_aim'], 0)}) "
             f"| {fmt(r['fid'])} | {fmt(t.get('train'), 0)} | {fmt(t.get('sample'), 0)} "

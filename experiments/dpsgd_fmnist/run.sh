@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# DP-SGD GAN on real Fashion-MNIST at ε ∈ {10, 1} (δ = 1e-5), through the dpsynth CLI, then the
+# DP-SGD GAN on real Fashion-MNIST at ε ∈ {10, 1} (the dataset's δ, replace-one neighbours, PLD
+# accountant: privacy.neighbours / privacy.accountant override), through the dpsynth CLI, then the
 # DP vs non-DP discriminator step cost, then one summary table. Run from anywhere; takes about
 # 90 min on 2 quiet CPU cores (see README.md). Re-running finishes only what is missing (the CLI
-# skips completed runs and resumes a killed one from its checkpoint and accountant).
+# skips completed runs and resumes a killed one from its checkpoint and step history).
 #
 #   experiments/dpsgd_fmnist/run.sh                  # both ε, step cost, summary
 #   EPSILONS="10" experiments/dpsgd_fmnist/run.sh    # one ε only

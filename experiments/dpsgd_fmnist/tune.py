@@ -5,7 +5,8 @@ proxy of the benchmark's evaluation: logistic regression and a small CNN trained
 ``--n-synth`` synthetic images, tested on the real test set. One JSON line per run is appended
 to ``--out``.
 
-Usage: python experiments/dpsgd_fmnist/tune.py --epsilon 10 [--threads 1] key=value ...
+Usage: python experiments/dpsgd_fmnist/tune.py --epsilon 10 [--neighbours replace_one]
+         [--accountant pld] [--threads 1] key=value ...
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def cnn_acc(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, epochs
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epsilon", type=float, default=10.0)
+    ap.add_argument("--delta", type=float, default=1e-5)
+    ap.add_argument("--neighbours", default="replace_one", help="replace_one | add_remove")
+    ap.add_argument("--accountant", default="pld", help="pld | rdp (rdp needs add_remove)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-synth", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=0)
@@ -79,13 +83,15 @@ def main() -> None:
     ctx = RunContext(seed=args.seed, run_dir=run_dir, progress=False,
                      trainer={"accelerator": "cpu"})  # fmt: skip
     t0 = time.perf_counter()
-    synth, ledger = method.train_private(data, PrivacySpec(args.epsilon, 1e-5), ctx)
+    privacy = PrivacySpec(args.epsilon, args.delta, args.accountant, args.neighbours)
+    synth, ledger = method.train_private(data, privacy, ctx)
     t_train = time.perf_counter() - t0
     x, y = synth.sample(args.n_synth, seed=args.seed + 1)
     t1 = time.perf_counter()
     row = {
         "epsilon": args.epsilon, "options": opts, "train_s": round(t_train, 1),
-        "epsilon_spent": ledger.epsilon_spent,
+        "delta": args.delta, "neighbours": ledger.neighbours, "accountant": ledger.accountant,
+        "epsilon_spent": ledger.epsilon_spent, "epsilon_exact": ledger.epsilon_exact,
         "noise_multiplier": ledger.spends[-1].noise_multiplier if ledger.spends else 0.0,
         "dp_steps": getattr(ledger.spends[-1], "steps", None) if ledger.spends else None,
         "logreg": logreg_acc(x, y, data.test_x, data.test_y),

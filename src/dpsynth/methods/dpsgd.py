@@ -6,9 +6,10 @@ reads private records, and only through DP-SGD (Abadi et al., "Deep Learning wit
 Privacy", CCS 2016) as implemented by Opacus (Yousefpour et al., "Opacus: User-Friendly
 Differential Privacy Library in PyTorch", 2021): Poisson sampling with rate q = batch_size / n
 (Opacus' ``UniformWithReplacementSampler``), per-sample gradients (``GradSampleModule``),
-per-sample clipping to ``max_grad_norm`` and Gaussian noise of std σ·C (``DPOptimizer``), each
-step charged to an Opacus accountant (PRV by default, RDP selectable). The generator never sees
-a record; its update is post-processing of the discriminator.
+per-sample clipping to ``max_grad_norm`` and Gaussian noise of std σ·C (``DPOptimizer``). Each
+step is recorded as (σ, q) in a step history; every ε is computed from that history by
+``dpsynth.privacy.accounting`` (dp-accounting), never by Opacus. The generator never sees a
+record; its update is post-processing of the discriminator.
 
 How one discriminator step is built (``GANModule.d_step``), and why it is sound:
 
@@ -18,7 +19,7 @@ How one discriminator step is built (``GANModule.d_step``), and why it is sound:
 
 * ``g_real`` is the Poisson-subsampled Gaussian mechanism on the real records, computed by
   Opacus' ``GradSampleModule`` + ``DPOptimizer.pre_step`` (clip, noise, divide by the *expected*
-  batch size B, one accountant step). It is the only term that reads private data, and the only
+  batch size B, one step recorded). It is the only term that reads private data, and the only
   one charged.
 * ``g_fake`` is computed **separately**, with the per-sample hooks disabled and after the noise
   was added, so it is neither clipped, nor noised, nor charged. This is the fix for the trap of
@@ -41,34 +42,45 @@ How one discriminator step is built (``GANModule.d_step``), and why it is sound:
   run seed: a seeded noise or sampling stream would let anyone who knows the seed subtract the
   noise or know which records were sampled (which voids the amplification by subsampling).
 
-Privacy accounting. ``privacy.epsilon``/``privacy.delta`` set the target. With
-``noise_multiplier: null`` σ is calibrated with Opacus' accountant (what Opacus'
-``get_noise_multiplier`` computes) for the configured number of DP steps T (``steps``, else
-``epochs``·n/batch_size) and rate q, so the budget is spent exactly at step T. With a fixed
-``noise_multiplier`` the run stops after the last step the budget allows (at most T). Each
-generator step follows ``d_steps`` DP discriminator steps.
+Privacy accounting: one yardstick with the one-shot methods. ``privacy.epsilon``/``delta`` set
+the target, ``privacy.neighbours`` the relation (``replace_one``, the default: D and D' differ
+in one record's value, n public; or ``add_remove``) and ``privacy.accountant`` the accountant
+(``pld``, the default and exact up to a pessimistic discretisation; or ``rdp``). Each recorded
+history entry (σ, q, steps) is the event ``SubsampledGaussian(σ, q, steps)`` of
+:mod:`dpsynth.privacy.accounting`: under ``add_remove`` dp-accounting's
+``PoissonSampledDpEvent`` of a Gaussian, under ``replace_one`` the same event in a PLD
+accountant built with ``NeighboringRelation.REPLACE_ONE`` (a replaced record's clipped gradient
+may leave a step's sum and another's enter it, moving the sum by up to 2C, but only in a step
+that samples that record: PLD composes the exact privacy-loss distribution of that pair). ``rdp``
+with ``replace_one`` is refused with a ConfigError, not approximated: dp-accounting's RDP
+accountant has no replace-one bound for Poisson sampling, and no ad hoc conversion stands in for
+one. Use ``pld`` (or ``rdp`` with ``add_remove``, the papers' setting).
 
-``method.accountant`` (``prv`` | ``rdp``) chooses Opacus' accountant for this method;
-``privacy.accountant`` (``rdp`` | ``pld``) names the dp-accounting accountant of the one-shot
-methods and is not used here (the Ledger records the accountant actually used, e.g.
-``opacus-prv``). Two keys because they are two libraries with different accountants: Opacus
-offers prv and rdp (its gdp is asymptotic, not a bound, so it is not offered), dp-accounting
-offers rdp and pld. Opacus' accountants bound the Poisson-subsampled Gaussian under
-add/remove-one adjacency (the one-shot releases here are analysed under replace-one);
-``epsilon_spent`` is Opacus' own number for the history actually run.
+With ``noise_multiplier: null`` σ is calibrated (:func:`~dpsynth.privacy.accounting.
+calibrate_sgd`) for the configured number of DP steps T (``steps``, else ``epochs``·n/batch_size)
+and rate q, after the one-off releases below, so the budget is spent (to 0.5% of ε) at step T.
+With a fixed ``noise_multiplier`` the run stops after the last step the budget allows
+(:func:`~dpsynth.privacy.accounting.affordable_steps`, at most T). Each generator step follows
+``d_steps`` DP discriminator steps. The Ledger (``Ledger.account``) reports ``epsilon_spent`` by
+the run's accountant and ``epsilon_exact`` by PLD, with the neighbour relation; a run whose
+``epsilon_spent`` exceeds ε is refused.
 
-For unbalanced datasets (``class_counts: auto`` and ``spec.balanced`` false, e.g. Adult) the
-class counts are released once with the Gaussian mechanism (sensitivity 1 under add/remove,
-std ``count_noise_multiplier``), composed in the same accountant as a q = 1 step, and σ is
-calibrated for the composition; fake labels and sampled labels follow the released proportions.
+One-off releases before training (the calibration's prefix, first in the ledger): any
+``spends`` the dataset made at load time (DP schema inference), and, for unbalanced datasets
+(``class_counts: auto`` and ``spec.balanced`` false, e.g. Adult), the class counts, released
+once with the Gaussian mechanism: L2 sensitivity Δ = 1 under add/remove (one count ±1) and √2
+under replace-one (one count −1, another +1), noise std ``count_noise_multiplier``·Δ. Fake
+labels and sampled labels follow the released proportions.
 
-Resume. The accountant history, σ, q, the step budget and the released label proportions are
-written to ``run_dir/checkpoints/privacy_state.json`` after every DP step and stored in every
-Lightning checkpoint. A resumed run continues that history, never a fresh one: steps executed
-after the last model checkpoint of a killed run stay charged (their log lines were outputs), so
-the resumed run takes only the steps the budget still allows. (``resume=false`` makes the
-pipeline delete ``checkpoints/``: that starts a new run which spends its budget again, like
-deleting a cached one-shot release.)
+Resume. The step history, σ, q, the step budget, the relation, the accountant, the one-off
+releases and the released label proportions are written to
+``run_dir/checkpoints/privacy_state.json`` after every DP step and stored in every Lightning
+checkpoint. A resumed run continues that history, never a fresh one: steps executed after the
+last model checkpoint of a killed run stay charged (their log lines were outputs), so the resumed
+run takes only the steps the budget still allows. A resume under a different relation,
+accountant or calibration is refused. (``resume=false`` makes the pipeline delete
+``checkpoints/``: that starts a new run which spends its budget again, like deleting a cached
+one-shot release.)
 
 Released model: the generator, or an exponential moving average of its weights (``g_ema``,
 default 0.999) — post-processing either way, and the average smooths the step-to-step jitter
@@ -78,16 +90,15 @@ that noisy discriminator gradients put into the generator.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import math
 import os
 import secrets
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,7 +106,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from opacus.accountants import IAccountant, create_accountant
+from opacus.accountants import IAccountant
 from opacus.grad_sample import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
@@ -107,87 +118,70 @@ from dpsynth.errors import ConfigError, PrivacyError, TrainingError
 from dpsynth.methods.base import Method, PrivacySpec, RunContext, Synthesizer
 from dpsynth.methods.generators import TabularGenerator
 from dpsynth.methods.oneshot import fit
+from dpsynth.privacy.accounting import (
+    Event,
+    SubsampledGaussian,
+    affordable_steps,
+    calibrate_sgd,
+    check_accountant,
+    check_neighbours,
+    epsilon_spent,
+)
 from dpsynth.privacy.release import Ledger, Spend
 
-ACCOUNTANTS = ("prv", "rdp")
 CLASS_COUNTS = ("auto", "release", "uniform")
-MECHANISM = "dpsgd_poisson_gaussian"
+MECHANISM = "poisson_gaussian"  # Spend.mechanism of the DP-SGD steps
 STATE_FILE = "privacy_state.json"
-History = list[tuple[float, float, int]]  # Opacus accountant history: (σ, q, steps)
+History = list[tuple[float, float, int]]  # step history: (σ, q, steps) entries
 
 
 # ============================================================================ accounting
 
 
-@functools.lru_cache(maxsize=256)
-def opacus_epsilon(
-    accountant: str, history: tuple[tuple[float, float, int], ...], delta: float
-) -> float:
-    """ε at δ of ``history`` ((σ, q, steps) entries) by a fresh Opacus accountant."""
-    acc = create_accountant(mechanism=accountant)
-    acc.history = [tuple(h) for h in history]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # RDP: "optimal order is the largest alpha"
-        return float(acc.get_epsilon(delta=delta))
+class StepHistory(IAccountant):
+    """Opacus' accountant interface used only as a recorder of the DP steps taken.
 
-
-@functools.lru_cache(maxsize=64)
-def calibrate_noise_multiplier(
-    accountant: str,
-    epsilon: float,
-    delta: float,
-    sample_rate: float,
-    steps: int,
-    prefix: tuple[tuple[float, float, int], ...] = (),
-) -> float:
-    """Smallest σ (within tolerance) with ε(prefix + ``steps`` steps of (σ, q)) ≤ ``epsilon``.
-
-    What ``opacus.accountants.utils.get_noise_multiplier`` computes (same accountant, same
-    0.01 tolerance, tightened to 0.5% of ε for small ε), plus one-off ``prefix`` releases in
-    the history, and in fewer accountant calls (each PRV call can take a second): a bracket by
-    doubling/halving, then Illinois false position on log ε against log σ. The returned σ is
-    always the bracket's safe end, so ε(σ) ≤ ``epsilon`` by the very accountant call that the
-    Ledger repeats.
+    ``DPOptimizer`` reports every step through the accountant hook; this keeps the (σ, q, steps)
+    history (consecutive equal steps merged, like Opacus' own accountants), which is saved for
+    resume and turned into events by :func:`history_events`. It computes no ε: every ε comes
+    from :mod:`dpsynth.privacy.accounting`.
     """
-    tol = min(0.01, 0.005 * epsilon)
 
-    def f(sigma: float) -> float:
-        return opacus_epsilon(accountant, (*prefix, (sigma, sample_rate, steps)), delta)
+    def __init__(self) -> None:
+        self.history: History = []
 
-    lo, hi = 1.0, 1.0
-    f_lo = f_hi = f(1.0)
-    if f_hi > epsilon:  # need more noise: double until safe
-        while f_hi > epsilon:
-            lo, f_lo, hi = hi, f_hi, hi * 2
-            if hi > 1e6:
-                raise PrivacyError(f"privacy.epsilon: {epsilon} is too small to calibrate σ.")
-            f_hi = f(hi)
-    else:  # halve until unsafe
-        while f_lo <= epsilon:
-            hi, f_hi, lo = lo, f_lo, lo / 2
-            if lo < 1e-4:
-                return hi  # ε target beyond any useful noise level: the smallest σ tried
-            f_lo = f(lo)
-    a, b = math.log(lo), math.log(hi)
-    ga, gb = math.log(f_lo / epsilon), math.log(f_hi / epsilon)  # ga > 0 ≥ gb
-    side = 0
-    for _ in range(100):
-        if epsilon - f_hi <= tol or b - a < 1e-9:
-            break
-        x = (a * gb - b * ga) / (gb - ga)
-        fx = f(math.exp(x))
-        gx = math.log(fx / epsilon)
-        if gx > 0:  # still too little noise: new lower end
-            a, ga = x, gx
-            if side == 1:
-                gb /= 2  # Illinois: the kept end's value is halved
-            side = 1
-        else:
-            b, gb, f_hi = x, gx, fx
-            if side == -1:
-                ga /= 2
-            side = -1
-    return math.exp(b)
+    def step(self, *, noise_multiplier: float, sample_rate: float) -> None:
+        if self.history:
+            sigma, q, k = self.history[-1]
+            if sigma == noise_multiplier and q == sample_rate:
+                self.history[-1] = (sigma, q, k + 1)
+                return
+        self.history.append((noise_multiplier, sample_rate, 1))
+
+    def get_epsilon(self, delta: float, *args: Any, **kwargs: Any) -> float:
+        raise PrivacyError(
+            "StepHistory computes no ε; use dpsynth.privacy.accounting.epsilon_spent("
+            "history_events(history), ...)."
+        )
+
+    def __len__(self) -> int:
+        return history_steps(self.history)
+
+    @classmethod
+    def mechanism(cls) -> str:
+        return "step_history"
+
+
+def history_events(history: History) -> list[SubsampledGaussian]:
+    """The accounting events of a step history: each (σ, q, steps) entry is
+    ``SubsampledGaussian(σ, q, steps)``."""
+    return [SubsampledGaussian(float(s), float(q), int(k)) for s, q, k in history]
+
+
+def count_sensitivity(neighbours: str) -> float:
+    """L2 sensitivity of the vector of class counts: 1 under add/remove (one count ±1), √2
+    under replace-one (a record changing class moves one count −1 and another +1)."""
+    return math.sqrt(2.0) if check_neighbours(neighbours) == "replace_one" else 1.0
 
 
 # ============================================================================ networks
@@ -344,7 +338,7 @@ class GANModule(pl.LightningModule):
         d_steps: int = 1,
         noise_multiplier: float = 0.0,
         max_grad_norm: float = 1.0,
-        accountant: IAccountant | None = None,
+        accountant: IAccountant | None = None,  # step recorder (default: a StepHistory)
         budget_steps: int = 0,
         secure_mode: bool = False,
         g_ema: float = 0.0,
@@ -368,9 +362,13 @@ class GANModule(pl.LightningModule):
         self.lr_d, self.lr_g, self.betas = lr_d, lr_g, betas
         self.noise_multiplier, self.max_grad_norm = noise_multiplier, max_grad_norm
         self.sample_rate = batch_size / len(train_x)
+        if private and accountant is None:
+            accountant = StepHistory()
+        # Records the DP steps only (Opacus' hook calls its ``step``); ε comes from the history.
         self.accountant, self.budget_steps = accountant, budget_steps
         self.secure_mode = secure_mode
-        self.state = state or {}  # public privacy state: σ, q, budget, label_probs, prefix
+        # public privacy state: relation, accountant, σ, q, budget, one-off releases, label_probs
+        self.state = state or {}
         self.state_path = state_path
         self.sampler = UniformWithReplacementSampler(
             num_samples=len(train_x),
@@ -385,13 +383,13 @@ class GANModule(pl.LightningModule):
 
     @property
     def dp_steps(self) -> int:
-        """DP-SGD steps charged so far (the history minus the one-off prefix releases)."""
+        """DP-SGD steps charged so far (the recorded history)."""
         if self.accountant is None:
             return 0
-        return history_steps(self.accountant.history) - int(self.state.get("prefix_steps", 0))
+        return history_steps(self.accountant.history)
 
     def privacy_state(self) -> dict[str, Any]:
-        return {**self.state, "accountant": self.accountant.state_dict()}
+        return {**self.state, "recorder": self.accountant.state_dict()}
 
     def persist_privacy_state(self) -> None:
         if self.state_path is not None and self.accountant is not None:
@@ -408,21 +406,21 @@ class GANModule(pl.LightningModule):
             checkpoint["dpsgd_privacy"] = self.privacy_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Continue the checkpoint's accountant unless the per-step state file is further on
+        """Continue the checkpoint's step history unless the per-step state file is further on
         (steps run after that checkpoint stay charged)."""
         saved = checkpoint.get("dpsgd_privacy")
         if self.accountant is None:
             return
         if saved is None:
             raise PrivacyError(
-                "the checkpoint to resume holds no accountant state; resuming would restart "
+                "the checkpoint to resume holds no privacy state; resuming would restart "
                 "the privacy accounting. Start afresh with resume=false (a new run that spends the "
                 "budget again) or in a new run folder."
             )
         _check_same_privacy(saved, self.state)
-        hist = [tuple(h) for h in saved["accountant"]["history"]]
+        hist = _saved_history(saved)
         if history_steps(hist) > history_steps(self.accountant.history):
-            self.accountant.load_state_dict({**saved["accountant"], "history": hist})
+            self.accountant.load_state_dict({**saved["recorder"], "history": hist})
 
     # ------------------------------------------------------------------ optimisers
 
@@ -443,7 +441,7 @@ class GANModule(pl.LightningModule):
             charge = self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate)
 
             def on_dp_step(opt: DPOptimizer) -> None:
-                charge(opt)  # Opacus' own accountant hook: one Poisson-Gaussian step
+                charge(opt)  # Opacus' hook: records one Poisson-Gaussian step (σ, q)
                 self.persist_privacy_state()
 
             d_opt.attach_step_hook(on_dp_step)
@@ -480,7 +478,7 @@ class GANModule(pl.LightningModule):
         """The only private computation: (noisy, clipped) gradient of D's loss on real data.
 
         Private: Opacus clips each record's gradient to C, sums, adds N(0, σ²C²), divides by
-        the expected batch size and charges one accountant step. Non-private: the plain
+        the expected batch size and records one step (σ, q). Non-private: the plain
         gradient of the mean loss.
         """
         params = self.d_params()
@@ -497,7 +495,7 @@ class GANModule(pl.LightningModule):
         else:
             with self.quiet_hooks():
                 _bce(self.discriminator(x, y), 1.0).backward()  # p.grad_sample: (B, *p.shape)
-        if not opt.pre_step():  # clip, noise, scale, accountant step
+        if not opt.pre_step():  # clip, noise, scale, record the step
             raise TrainingError("Opacus skipped a DP step; gradient accumulation is not used.")
         grads = [p.grad.detach().clone() for p in params]
         opt.zero_grad(set_to_none=True)
@@ -604,16 +602,53 @@ class GANModule(pl.LightningModule):
         return loss
 
 
+#: What a resume must find unchanged in the saved privacy state (key → what a user changes).
+RESUME_KEYS = {
+    "neighbours": "privacy.neighbours",
+    "accountant": "privacy.accountant",
+    "mechanism": "the mechanism",
+    "noise_multiplier": "noise_multiplier",
+    "sample_rate": "sample_rate (method.batch_size / n)",
+    "max_grad_norm": "method.max_grad_norm",
+    "budget_steps": "budget_steps (the DP steps the budget allows)",
+    "prefix": "the one-off releases before training (class counts, schema)",
+}
+
+
 def _check_same_privacy(saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """A resumed run must continue the same mechanism, not a differently calibrated one."""
-    for key in ("mechanism", "noise_multiplier", "sample_rate", "max_grad_norm", "budget_steps"):
-        if key in current and saved.get(key) != current[key]:
-            raise ConfigError(
-                f"resume: the run folder's privacy state has {key}={saved.get(key)!r} but this "
-                f"config gives {current[key]!r}. Resume with the original config, or start a "
-                "fresh run (resume=false, or a new run folder); continuing with a fresh accountant "
-                "would under-count."
+    """A resumed run must continue the same mechanism under the same relation and accountant,
+    not a differently calibrated or differently accounted one."""
+    for key, what in RESUME_KEYS.items():
+        if key not in current or saved.get(key) == current[key]:
+            continue
+        if key not in saved:
+            got = (
+                "no record of it (written by an older dpsynth that accounted DP-SGD with "
+                "Opacus under add/remove)"
             )
+        elif key == "prefix":
+            got = f"{_prefix_summary(saved[key])}, this run plans {_prefix_summary(current[key])}"
+        else:
+            got = f"{saved[key]!r} but this run gives {current[key]!r}"
+        raise ConfigError(
+            f"resume: {what} differs from the run folder's privacy state: it has {got}. Resume "
+            "with the original config (privacy.*, method.*), or start a fresh run (resume=false, "
+            "or a new run folder, which spends the budget again); continuing the saved history "
+            "under a different relation, accountant or calibration would mis-count."
+        )
+
+
+def _prefix_summary(prefix: list[dict[str, Any]]) -> str:
+    parts = (
+        f"{p['statistic']} (m={p['noise_multiplier']:.4g}, Δ={p['sensitivity']:.4g})"
+        for p in prefix
+    )
+    return f"[{', '.join(parts)}]"
+
+
+def _saved_history(saved: dict[str, Any]) -> History:
+    """The step history of a saved privacy state, as (σ, q, steps) tuples."""
+    return [tuple(h) for h in saved.get("recorder", {}).get("history", [])]
 
 
 # ============================================================================ the method
@@ -631,7 +666,6 @@ class DPSGDGAN(Method):
         *,
         name: str = "dpsgd",
         private: bool = True,
-        accountant: str = "prv",
         steps: int | None = 3000,
         epochs: float = 13.0,
         batch_size: int = 256,
@@ -658,11 +692,6 @@ class DPSGDGAN(Method):
         self.name, self.private = str(name), bool(private)  # instance values over ClassVars
         if not self.name:
             raise ConfigError("method.name: got an empty name; use the YAML file's stem.")
-        if accountant not in ACCOUNTANTS:
-            raise ConfigError(
-                f"method.accountant: got {accountant!r}; allowed: {', '.join(ACCOUNTANTS)} "
-                "(Opacus accountants; privacy.accountant is for the one-shot methods)."
-            )
         if class_counts not in CLASS_COUNTS:
             raise ConfigError(
                 f"method.class_counts: got {class_counts!r}; allowed: {', '.join(CLASS_COUNTS)}."
@@ -710,7 +739,7 @@ class DPSGDGAN(Method):
             raise ConfigError(
                 f"method.checkpoint_every: got {checkpoint_every}; must be ≥ 0 (0 disables)."
             )
-        self.accountant, self.epochs = accountant, float(epochs)
+        self.epochs = float(epochs)
         self.steps = None if steps is None else int(steps)
         self.batch_size, self.noise_multiplier = int(batch_size), noise_multiplier
         self.d_steps = int(d_steps)
@@ -757,57 +786,59 @@ class DPSGDGAN(Method):
             return not spec.balanced
         return self.class_counts == "release"
 
-    def prefix(self, spec: DataSpec) -> History:
-        """One-off releases composed before training: the class counts (q = 1)."""
-        if self.private and self.release_counts(spec):
-            return [(self.count_noise_multiplier, 1.0, 1)]
-        return []
-
-    def epsilon(self, history: History, delta: float) -> float:
-        """ε of ``history`` by a fresh Opacus accountant of the configured kind."""
-        return opacus_epsilon(self.accountant, tuple(history), delta)
+    def prefix_spends(self, data: Dataset, privacy: PrivacySpec) -> list[Spend]:
+        """The one-off releases before training, in ledger order: the dataset's own (DP schema
+        inference at load time, if any), then the class counts (if released; public metadata
+        decides, as for the one-shots). Planned here, made by :meth:`_resume_or_release`."""
+        spends = list(getattr(data, "spends", None) or [])
+        if self.private and self.release_counts(data.spec):
+            delta = count_sensitivity(privacy.neighbours)
+            m = self.count_noise_multiplier
+            spends.append(Spend("gaussian", "class_counts", m, delta, m * delta))
+        return spends
 
     def calibrate(
-        self, privacy: PrivacySpec, q: float, steps: int, prefix: History
+        self, privacy: PrivacySpec, q: float, steps: int, prefix: Sequence[Event] = ()
     ) -> tuple[float, int]:
-        """(σ, T): the smallest σ (to tolerance) whose ``steps`` steps at rate q, after
-        ``prefix``, spend ≤ ε by Opacus' accountant; or, with a fixed ``noise_multiplier``,
-        the largest T ≤ ``steps`` the budget allows."""
+        """(σ, T): the smallest σ (to tolerance, on the safe side) whose ``steps`` steps at rate
+        q, after the ``prefix`` events, spend ≤ ε under ``privacy.neighbours`` by
+        ``privacy.accountant``; or, with a fixed ``noise_multiplier``, the largest T ≤ ``steps``
+        the budget allows. All by :mod:`dpsynth.privacy.accounting`."""
         eps, delta = privacy.epsilon, privacy.delta
         if not (eps > 0 and math.isfinite(eps)) or not 0 < delta < 1:
             raise ConfigError(
                 f"privacy.epsilon/privacy.delta: got ({eps}, {delta}); method={self.name} needs a "
                 "finite ε > 0 and 0 < δ < 1 (or use method=nonprivate_gan)."
             )
-        if prefix and self.epsilon(prefix, delta) >= eps:
+        rel = {
+            "neighbours": check_neighbours(privacy.neighbours),
+            "accountant": check_accountant(privacy.accountant),
+        }
+        prefix = tuple(prefix)
+        if prefix and epsilon_spent(prefix, delta=delta, **rel) >= eps:
             raise ConfigError(
-                f"method.count_noise_multiplier: got {self.count_noise_multiplier}; releasing the "
-                f"class counts alone spends ≥ ε = {eps}. Raise it or set method.class_counts="
-                "uniform."
+                f"the {len(prefix)} release(s) before training (class counts at "
+                f"method.count_noise_multiplier={self.count_noise_multiplier}; any the dataset "
+                f"made at load time) alone spend ≥ ε = {eps}. Raise "
+                "method.count_noise_multiplier or set method.class_counts=uniform."
             )
         if self.noise_multiplier is not None:
             sigma = float(self.noise_multiplier)
-            return sigma, self._affordable_steps(sigma, q, steps, prefix, privacy)
-        sigma = calibrate_noise_multiplier(self.accountant, eps, delta, q, steps, tuple(prefix))
+            t = affordable_steps(
+                epsilon=eps, delta=delta, noise_multiplier=sigma, sample_rate=q, steps=steps,
+                prefix=prefix, **rel,
+            )  # fmt: skip
+            if t < 1:
+                raise ConfigError(
+                    f"method.noise_multiplier: got {sigma}; even one step at q={q:.4g} spends "
+                    f"more than ε = {eps} ({privacy.neighbours}, {privacy.accountant}). Raise "
+                    "it, or set it to null to calibrate."
+                )
+            return sigma, t
+        sigma = calibrate_sgd(
+            epsilon=eps, delta=delta, sample_rate=q, steps=steps, prefix=prefix, **rel
+        )
         return sigma, steps
-
-    def _affordable_steps(
-        self, sigma: float, q: float, steps: int, prefix: History, privacy: PrivacySpec
-    ) -> int:
-        """Largest t ≤ steps with ε(prefix + t steps) ≤ target (ε grows with t)."""
-        ok = lambda t: self.epsilon([*prefix, (sigma, q, t)], privacy.delta) <= privacy.epsilon  # noqa: E731
-        if not ok(1):
-            raise ConfigError(
-                f"method.noise_multiplier: got {sigma}; even one step at q={q:.4g} spends more "
-                f"than ε = {privacy.epsilon}. Raise it, or set it to null to calibrate."
-            )
-        if ok(steps):
-            return steps
-        lo, hi = 1, steps  # ok(lo), not ok(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-        return lo
 
     # ------------------------------------------------------------------ networks
 
@@ -836,20 +867,22 @@ class DPSGDGAN(Method):
         q, steps = self.sample_rate(n), self.total_steps(n)
         ckpt_dir = ctx.run_dir / "checkpoints"
         state_path = ckpt_dir / STATE_FILE if self.checkpoint_every > 0 else None
-        accountant, state, sigma = None, None, 0.0
+        recorder, state, sigma = None, None, 0.0
         if self.private:
-            prefix = self.prefix(spec)
-            sigma, steps = self.calibrate(privacy, q, steps, prefix)
+            prefix = self.prefix_spends(data, privacy)
+            sigma, steps = self.calibrate(privacy, q, steps, [s.event() for s in prefix])
             state = {
-                "mechanism": f"opacus-{self.accountant}",
+                "neighbours": privacy.neighbours,
+                "accountant": privacy.accountant,
+                "mechanism": MECHANISM,
                 "noise_multiplier": sigma,
                 "sample_rate": q,
                 "max_grad_norm": self.max_grad_norm,
                 "budget_steps": steps,
-                "prefix_steps": history_steps(prefix),
+                "prefix": [asdict(s) for s in prefix],
             }
-            accountant = create_accountant(mechanism=self.accountant)
-            label_probs = self._resume_or_release(data, accountant, prefix, state, state_path)
+            recorder = StepHistory()
+            label_probs = self._resume_or_release(data, recorder, state, state_path)
         else:
             label_probs = _proportions(data.train_y, spec.num_classes, spec.balanced)
         pl.seed_everything(ctx.seed, workers=True, verbose=False)  # init and codes only
@@ -862,7 +895,7 @@ class DPSGDGAN(Method):
             label_probs,
             code_dim=code_dim,
             noise_multiplier=sigma,
-            accountant=accountant,
+            accountant=recorder,
             budget_steps=steps,
             state=state,
             state_path=state_path,
@@ -870,7 +903,7 @@ class DPSGDGAN(Method):
         # Always fit: on a resume Lightning restores the weights even when nothing is left to do.
         fit(module, math.ceil(steps / self.d_steps), ctx, self.checkpoint_every)  # G steps
         synth = Synthesizer(module.sampling_generator().cpu(), code_dim, label_probs, spec)
-        return synth, self._ledger(privacy, module, q, sigma)
+        return synth, self._ledger(privacy, module)
 
     def make_module(
         self,
@@ -889,6 +922,9 @@ class DPSGDGAN(Method):
         batch_size: int | None = None,
     ) -> GANModule:
         """The :class:`GANModule` this config trains (Opacus wrapping, optimiser settings).
+
+        ``accountant`` is the step recorder (a :class:`StepHistory`; ``None`` makes one for a
+        private module); its ``history`` is what :func:`history_events` turns into events.
 
         ``train_private`` builds its module here, and so does the empirical DP-SGD audit
         (``dpsynth.privacy.audit_dpsgd``), which passes ``batch_size`` = its tiny dataset's
@@ -920,76 +956,73 @@ class DPSGDGAN(Method):
     def _resume_or_release(
         self,
         data: Dataset,
-        accountant: IAccountant,
-        prefix: History,
+        recorder: IAccountant,
         state: dict[str, Any],
         state_path: Path | None,
     ) -> np.ndarray:
-        """Continue the run folder's accountant, or release the class counts (if any) into a
-        fresh one. Returns the label proportions the generator is trained on."""
+        """Continue the run folder's step history, or release the class counts (if planned in
+        ``state["prefix"]``) into a fresh run. Returns the label proportions the generator is
+        trained on."""
         spec = data.spec
         saved = _load_state(state_path)
-        if saved is not None:  # an earlier attempt of this run: continue its accountant
+        if saved is not None:  # an earlier attempt of this run: continue its history
             _check_same_privacy(saved, state)
-            hist = [tuple(h) for h in saved["accountant"]["history"]]
-            accountant.load_state_dict({**saved["accountant"], "history": hist})
+            recorder.load_state_dict({**saved["recorder"], "history": _saved_history(saved)})
             probs = np.asarray(saved["label_probs"], dtype=np.float64)
         else:
             probs = np.full(spec.num_classes, 1.0 / spec.num_classes)
-            if prefix:
-                sigma_c = prefix[0][0]
+            counts_spend = [p for p in state["prefix"] if p["statistic"] == "class_counts"]
+            if counts_spend:
+                std = float(counts_spend[0]["noise_std"])  # m·Δ, Δ under the run's relation
                 counts = np.bincount(data.train_y, minlength=spec.num_classes).astype(np.float64)
                 rng = np.random.default_rng(secrets.randbits(128))
-                noisy = np.clip(counts + rng.normal(0.0, sigma_c, counts.shape), 0.0, None)
+                noisy = np.clip(counts + rng.normal(0.0, std, counts.shape), 0.0, None)
                 if noisy.sum() > 0:
                     probs = noisy / noisy.sum()
-                accountant.step(noise_multiplier=sigma_c, sample_rate=1.0)
         state["label_probs"] = [float(p) for p in probs]
         if state_path is not None:
-            _atomic_write_text(
-                state_path, json.dumps({**state, "accountant": accountant.state_dict()})
-            )
+            _atomic_write_text(state_path, json.dumps({**state, "recorder": recorder.state_dict()}))
         return probs
 
-    def _ledger(self, privacy: PrivacySpec, module: GANModule, q: float, sigma: float) -> Ledger:
+    def _ledger(self, privacy: PrivacySpec, module: GANModule) -> Ledger:
+        """The one-off releases, then one ``poisson_gaussian`` spend per history entry (σ, q,
+        steps), accounted by ``Ledger.account`` (the run's accountant and PLD)."""
         if not self.private:
-            return Ledger(privacy.epsilon, privacy.delta, "none", math.inf, [])
-        hist = list(module.accountant.history)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            spent = self.epsilon(hist, privacy.delta)
-        if spent > privacy.epsilon * (1 + 1e-9):
+            return Ledger(
+                privacy.epsilon, privacy.delta, "none", math.inf, [], neighbours=privacy.neighbours
+            )
+        spends = [Spend(**p) for p in module.state.get("prefix", [])]
+        history = list(module.accountant.history)
+        for ev in history_events(history):
+            spends.append(
+                Spend(
+                    MECHANISM,
+                    "discriminator_gradients",
+                    ev.noise_multiplier,
+                    self.max_grad_norm,
+                    ev.noise_multiplier * self.max_grad_norm,
+                    steps=ev.steps,
+                    sample_rate=ev.sample_rate,
+                    expected_batch_size=module.batch_size,
+                )
+            )
+        if not history:  # no step taken: still name the mechanism, with 0 steps
+            sigma = float(module.noise_multiplier)
+            spends.append(
+                Spend(
+                    MECHANISM, "discriminator_gradients", sigma, self.max_grad_norm,
+                    sigma * self.max_grad_norm, steps=0, sample_rate=module.sample_rate,
+                    expected_batch_size=module.batch_size,
+                )
+            )  # fmt: skip
+        ledger = Ledger.account(privacy, spends)
+        if ledger.epsilon_spent > privacy.epsilon * (1 + 1e-9):
             raise PrivacyError(
-                f"Opacus' accountant reports ε spent = {spent} > target {privacy.epsilon} after "
-                f"{module.dp_steps} steps; refusing to report. This is a bug."
+                f"the {privacy.accountant} accountant reports ε spent = {ledger.epsilon_spent} > "
+                f"target {privacy.epsilon} ({privacy.neighbours}) after {module.dp_steps} steps; "
+                "refusing to report. This is a bug."
             )
-        spends: list[Spend] = []
-        if module.state.get("prefix_steps"):
-            sc = self.count_noise_multiplier
-            spends.append(Spend("gaussian", "class_counts", sc, 1.0, sc))
-        spends.append(
-            DPSGDSpend(
-                MECHANISM,
-                "discriminator_gradients",
-                sigma,
-                self.max_grad_norm,
-                sigma * self.max_grad_norm,
-                steps=module.dp_steps,
-                sample_rate=q,
-                expected_batch_size=self.batch_size,
-            )
-        )
-        return Ledger(privacy.epsilon, privacy.delta, f"opacus-{self.accountant}", spent, spends)
-
-
-@dataclass
-class DPSGDSpend(Spend):
-    """A :class:`Spend` for ``steps`` Poisson-subsampled Gaussian steps at rate
-    ``sample_rate``, expected batch ``expected_batch_size`` (all in metrics.json's releases)."""
-
-    steps: int = 0
-    sample_rate: float = 1.0
-    expected_batch_size: int = 0
+        return ledger
 
 
 def _proportions(y: np.ndarray, k: int, balanced: bool) -> np.ndarray:
@@ -1022,4 +1055,4 @@ def _load_state(path: Path | None) -> dict[str, Any] | None:
         ) from e
     if not found:
         return None
-    return max(found, key=lambda st: history_steps(st["accountant"]["history"]))
+    return max(found, key=lambda st: history_steps(_saved_history(st)))
