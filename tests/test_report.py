@@ -42,6 +42,7 @@ def write_run(
     error: str | None = None,
     mtime: float | None = None,
     flags: list[str] | None = None,
+    neighbours: str = "replace_one",
 ) -> Path:
     """One fake run folder with a metrics.json in the pipeline's schema."""
     record: dict[str, Any] = {
@@ -54,8 +55,10 @@ def write_run(
         "privacy": {
             "epsilon": epsilon,
             "delta": 1e-5,
-            "accountant": "rdp",
+            "accountant": "pld",
+            "neighbours": neighbours,
             "epsilon_spent": None if error else min(epsilon, 0.99 * epsilon),
+            "epsilon_exact": None if error else min(epsilon, 0.99 * epsilon),
             "releases": [],
             "cache_hit": False,
         },
@@ -211,10 +214,15 @@ def test_differences_vs_published(report: dict[str, Any]) -> None:
 
 def test_markdown_table(report: dict[str, Any]) -> None:
     md = (report["out"] / "leaderboard.md").read_text()
-    assert "| eval/acc_cnn ↑ | 1 | pearl | 72.00 ± 2.00 (n=3) | 68.3 | +3.70 | better |" in md
+    g = "replace_one, pld, δ=1e-05 | 0.990"
     assert (
-        "| eval/fid ↓ | 1 | pearl | 110.0 ± 10.0 (n=3) | 109 | +1.0 | worse (within 1 std) |" in md
+        f"| eval/acc_cnn ↑ | 1 | {g} | pearl | 72.00 ± 2.00 (n=3) | 68.3 | +3.70 | better |" in md
     )
+    assert (
+        f"| eval/fid ↓ | 1 | {g} | pearl | 110.0 ± 10.0 (n=3) | 109 | +1.0 | worse (within 1 std) |"
+        in md
+    )
+    assert "Guarantees: replace_one neighbours / pld accountant" in md
     assert re.search(r"\| dpdm \| published only \| 76\.4 \|", md)
 
 
@@ -354,3 +362,33 @@ def test_html_renders_in_headless_chromium(report: dict[str, Any], tmp_path: Pat
     for colour in [(31, 119, 180), (255, 127, 14)]:
         near = int((np.abs(rgb - np.array(colour)).sum(axis=-1) < 40).sum())
         assert near > 100, f"no {colour} pixels in the screenshot: the plots did not render"
+
+
+def test_guarantee_is_shown_per_row_and_never_silently_pooled(tmp_path) -> None:
+    """Every row says its relation, accountant and δ; a non-private schema is "not DP"; a cell
+    pooling two relations says MIXED instead of passing for one ε."""
+    from dpsynth.report import aggregate, collect_runs
+
+    for seed, nb in ((0, "replace_one"), (1, "add_remove")):
+        write_run(
+            tmp_path,
+            f"m{seed}",
+            method="pearl",
+            epsilon=1.0,
+            seed=seed,
+            metrics={"eval/acc_cnn": 70.0},
+            neighbours=nb,
+        )
+    write_run(
+        tmp_path,
+        "n0",
+        method="dpmerf",
+        epsilon=1.0,
+        seed=0,
+        metrics={"eval/acc_cnn": 70.0},
+        flags=["not_dp"],
+    )
+    agg = aggregate(collect_runs([tmp_path]))
+    by_method = dict(zip(agg["method"], agg["guarantee"], strict=True))
+    assert by_method["pearl"] == ("add_remove, pld, δ=1e-05 | MIXED | replace_one, pld, δ=1e-05")
+    assert by_method["dpmerf"].startswith("not DP")

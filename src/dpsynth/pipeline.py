@@ -114,6 +114,9 @@ def train_generator(
     if method.one_shot:
         release = method.release(data, privacy, ctx)
         ctx.release_fingerprint = release.public.get("release_fingerprint")
+        ctx.release_public = {  # public facts of the release (e.g. the DP σ0² estimate)
+            k: release.public[k] for k in RECORDED_PUBLIC if k in release.public
+        }
         if not keep_train:
             data.train_x = np.empty((0, *data.train_x.shape[1:]), data.train_x.dtype)
         timings["release"] = time.perf_counter() - t0
@@ -128,6 +131,9 @@ def train_generator(
     timings["train"] = time.perf_counter() - t0
     memory["train"] = peak_rss_mb()
     return synth, ledger
+
+
+RECORDED_PUBLIC = ("cache_key", "sigma0_sq", "num_features", "release_counts", "release_seconds")
 
 
 def check_ledger(ledger: Ledger, privacy: PrivacySpec, method: Method) -> None:
@@ -285,7 +291,7 @@ def _execute(
         )
         check_ledger(ledger, privacy, method)
         record["resumed_from_step"] = ctx.resumed_from_step
-        record["release_fingerprint"] = getattr(ctx, "release_fingerprint", None)
+        record["release"] = {"fingerprint": ctx.release_fingerprint, **ctx.release_public}
         record["privacy"].update(
             accountant=ledger.accountant,
             neighbours=ledger.neighbours,

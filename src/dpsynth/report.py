@@ -58,6 +58,10 @@ RUN_COLUMNS = [
     "delta",
     "seed",
     "epsilon_spent",
+    "epsilon_exact",
+    "neighbours",
+    "accountant",
+    "schema_source",
     "git_sha",
     "config_hash",
     "flags",
@@ -163,6 +167,11 @@ def _read_run(path: Path) -> tuple[dict[str, Any], dict[str, float], dict[str, b
         "delta": _float(privacy.get("delta")),
         "seed": rec.get("seed"),
         "epsilon_spent": _float(privacy.get("epsilon_spent")),
+        "epsilon_exact": _float(privacy.get("epsilon_exact")),
+        # Records from before the yardstick carry no relation: say so rather than guess.
+        "neighbours": str(privacy.get("neighbours") or "unrecorded"),
+        "accountant": str(privacy.get("accountant") or "unrecorded"),
+        "schema_source": str(rec.get("schema_source") or "declared"),
         "git_sha": str(rec.get("git_sha") or ""),
         "config_hash": str(rec.get("config_hash") or ""),
         "flags": "; ".join(map(str, rec.get("flags") or [])),
@@ -226,9 +235,10 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         runs["status"].eq("completed") & runs["superseded_by"].isna() & runs["metric"].notna()
     ]
     ok = ok[ok["value"].notna()]
-    cols = [*GROUP_KEY, "mean", "std", "n", "seeds", "higher_is_better"]
+    cols = [*GROUP_KEY, "mean", "std", "n", "seeds", "higher_is_better", "guarantee", "exact"]
     if ok.empty:
         return pd.DataFrame(columns=cols)
+    ok = ok.assign(_guarantee=[guarantee(r) for r in ok.itertuples()])
     agg = (
         ok.groupby(GROUP_KEY, dropna=False, sort=True)
         .agg(
@@ -237,10 +247,23 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
             n=("value", "count"),
             seeds=("seed", lambda s: ",".join(sorted(map(str, s), key=_natural))),
             higher_is_better=("higher_is_better", "first"),
+            # a cell pooling runs of different guarantees says so (never silently one ε)
+            guarantee=("_guarantee", lambda s: " | MIXED | ".join(sorted(set(s)))),
+            exact=("epsilon_exact", "max"),
         )
         .reset_index()
     )
     return agg[cols]
+
+
+def guarantee(run: Any) -> str:
+    """What a run's ε means: neighbour relation, accountant, δ; "not DP" when its numbers are
+    not backed by a DP guarantee (a non-private schema, or a non-private method)."""
+    not_dp = "not_dp" in str(run.flags).split("; ") or run.schema_source == "nonprivate"
+    if not math.isfinite(run.epsilon):
+        return "not DP (non-private)"
+    text = f"{run.neighbours}, {run.accountant}, δ={run.delta:g}"
+    return f"not DP ({text}, non-private schema)" if not_dp else text
 
 
 def load_published(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -336,6 +359,8 @@ def compare(agg: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
         "better",
         "within_std",
         "kind",
+        "guarantee",
+        "exact",
     ]
     out = out[cols].sort_values(
         ["dataset", "metric", "epsilon", "method", "source"], na_position="first"
@@ -407,6 +432,14 @@ def _header_lines(title: str, table: pd.DataFrame, runs: pd.DataFrame) -> list[s
         f"Runs: {len(table)} found, {len(kept) - failed} completed, {failed} failed, "
         f"{len(table) - len(kept)} superseded duplicate(s)",
         *(f"Privacy: {s}" for s in epsilon_summary(runs)),
+        "Guarantees: "
+        + (
+            ", ".join(
+                f"{nb} neighbours / {acc} accountant ({n} runs)"
+                for (nb, acc), n in kept.groupby(["neighbours", "accountant"]).size().items()
+            )
+            or "none"
+        ),
         f"Git sha: {sha_text}",
         compute_line(table),
     ]
@@ -456,6 +489,10 @@ def _display_rows(board: pd.DataFrame) -> list[dict[str, str]]:
                 "published": "" if _isnan(r.published) else f"{r.published:g}",
                 "Δ (ours − pub.)": "" if _isnan(r.diff) else f"{r.diff:+.{_decimals(r.mean)}f}",
                 "verdict": verdict,
+                "guarantee (relation, accountant, δ)": ""
+                if _isnan(r.guarantee)
+                else str(r.guarantee),
+                "ε exact": "" if _isnan(r.exact) else f"{r.exact:.3f}",
                 "source": "" if _isnan(r.source) else str(r.source),
                 "kind": str(r.kind),
             }
@@ -463,7 +500,18 @@ def _display_rows(board: pd.DataFrame) -> list[dict[str, str]]:
     return rows
 
 
-_TABLE_COLS = ["metric", "ε", "method", "ours", "published", "Δ (ours − pub.)", "verdict", "source"]
+_TABLE_COLS = [
+    "metric",
+    "ε",
+    "guarantee (relation, accountant, δ)",
+    "ε exact",
+    "method",
+    "ours",
+    "published",
+    "Δ (ours − pub.)",
+    "verdict",
+    "source",
+]
 
 
 def render_markdown(title: str, header: list[str], board: pd.DataFrame, table: pd.DataFrame) -> str:

@@ -86,6 +86,7 @@ class RunContext:
     progress: bool | None = None
     resumed_from_step: int | None = None  # set when training continued from a checkpoint
     release_fingerprint: str | None = None  # the one-shot release this run trained on
+    release_public: dict[str, Any] = field(default_factory=dict)  # its public parameters
 
 
 @dataclass
