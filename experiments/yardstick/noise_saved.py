@@ -20,7 +20,8 @@ SIGMA0_SHARE = 0.05
 
 def main() -> None:
     rows = [
-        "| ε | release | before (RDP, separate) | PLD only | + joint √1.5 | + DP σ0² (5%) | after/before |",
+        "| ε | release | before (RDP, separate) | PLD only | + joint √1.5 | + DP σ0² (5%) "
+        "| after/before |",
         "|---|---|---|---|---|---|---|",
     ]
     for eps in (0.2, 1.0, 10.0):
