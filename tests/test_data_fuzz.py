@@ -20,6 +20,7 @@ from dpsynth.data.celeba import load_celeba, parse_attr_file, parse_partition_fi
 from dpsynth.data.csv import load_csv
 from dpsynth.data.idx import read_idx
 from dpsynth.errors import ConfigError, DataError
+from dpsynth.privacy.release import PrivacySpec
 from tests.datagen import CSV_TARGET, idx_bytes, write_adult, write_celeba, write_csv
 
 FUZZ = settings(
@@ -262,7 +263,7 @@ def test_adult_reader(workdir, adult_src, data):
     for k, (name, raw) in enumerate(zip(names, adult_src, strict=True)):
         content = data.draw(mutated_csv(raw, ", ")) if k == which else raw
         (folder / name).write_bytes(content)
-    out = parses_or_data_error(load_adult, str(folder))
+    out = parses_or_data_error(load_adult, str(folder), privacy=PrivacySpec(1.0, 1e-5))
     if isinstance(out, DataError):
         assert "adult" in str(out)
     else:
@@ -281,10 +282,12 @@ def csv_src(tmp_path_factory):
 def test_csv_reader(workdir, csv_src, data):
     path = workdir / "fuzz.csv"
     path.write_bytes(data.draw(mutated_csv(csv_src, ",")))
+    mode = data.draw(st.sampled_from(["dp", "nonprivate"]))  # values never raise in either
+    kw = {"privacy": PrivacySpec(1.0, 1e-5)} if mode == "dp" else {"allow_nonprivate_schema": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            out = parses_or_data_error(load_csv, str(path), CSV_TARGET)
+            out = parses_or_data_error(load_csv, str(path), CSV_TARGET, schema_source=mode, **kw)
         except ConfigError as exc:  # the documented outcome when the header loses the target
             assert "'label' is not a column of" in str(exc)
             return

@@ -5,10 +5,14 @@ test; its first line is the comment ``|1x3 Cross validator`` and its labels end 
 no header, ``", "`` separators, ``?`` for a missing value, kept as its own category. The label
 is ``income``: ``<=50K`` -> 0, ``>50K`` -> 1.
 
-The encoding schema is public: categories as documented in UCI's ``adult.names`` (plus ``?``
-in the three columns UCI documents as having missing values: workclass, occupation,
-native-country) and numeric bounds that are public domain bounds, not the private data's
-min/max. Numbers outside them are clipped; an unknown category is a DataError.
+The encoding schema is public, every constant with its source in ``conf/dataset/adult.yaml``
+(``provenance``): the category sets as documented in UCI's ``adult.names`` (plus ``?`` in the
+three columns it documents as having missing values: workclass, occupation, native-country),
+numeric bounds from ``adult.names``' extraction conditions and the CPS public-use file's
+top-codes. Two bounds have no public source, the upper bounds of ``fnlwgt`` and
+``capital-loss``: they are DP quantiles (``schema_source: dp``, paid from the run's budget,
+see :mod:`dpsynth.privacy.schema`). Numbers outside the bounds are clipped; an unknown category
+maps to the column's ``other`` category (never an error: see :mod:`dpsynth.data.tabular`).
 """
 
 from __future__ import annotations
@@ -17,11 +21,22 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
+from typing import Any
 
 from dpsynth.data._common import expand_root
 from dpsynth.data.base import Dataset
-from dpsynth.data.tabular import ColumnSchema, RawTable, load_table, read_delimited
+from dpsynth.data.tabular import (
+    ColumnDecl,
+    ColumnSchema,
+    RawTable,
+    load_table,
+    parse_schema,
+    read_delimited,
+    schema_settings,
+)
 from dpsynth.errors import ConfigError, DataError
+from dpsynth.privacy.release import PrivacySpec
 
 ADULT_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"
 ADULT_FILES = ("adult.data", "adult.test")
@@ -46,8 +61,10 @@ ADULT_COLUMNS: tuple[str, ...] = (
 
 _MISSING = "?"
 
-#: Public schema, from adult.names; category order as documented there.
-ADULT_SCHEMA: dict[str, ColumnSchema] = {
+#: Public schema; category order as documented in adult.names. Sources: adult.yaml's
+#: ``provenance`` (one entry per constant, e.g. ``schema.age.low``). ``ColumnDecl`` entries
+#: leave their upper bound to a DP quantile.
+ADULT_SCHEMA: dict[str, ColumnSchema | ColumnDecl] = {
     "age": ColumnSchema.numeric(17, 90, integer=True),
     "workclass": ColumnSchema.categorical(
         [
@@ -60,9 +77,10 @@ ADULT_SCHEMA: dict[str, ColumnSchema] = {
             "Without-pay",
             "Never-worked",
             _MISSING,
-        ]
+        ],
+        other=_MISSING,
     ),
-    "fnlwgt": ColumnSchema.numeric(0, 1_500_000, integer=True),
+    "fnlwgt": ColumnDecl("numeric", low=1, integer=True),
     "education": ColumnSchema.categorical(
         [
             "Bachelors",
@@ -112,17 +130,18 @@ ADULT_SCHEMA: dict[str, ColumnSchema] = {
             "Protective-serv",
             "Armed-Forces",
             _MISSING,
-        ]
+        ],
+        other=_MISSING,
     ),
     "relationship": ColumnSchema.categorical(
         ["Wife", "Own-child", "Husband", "Not-in-family", "Other-relative", "Unmarried"]
     ),
     "race": ColumnSchema.categorical(
-        ["White", "Asian-Pac-Islander", "Amer-Indian-Eskimo", "Other", "Black"]
+        ["White", "Asian-Pac-Islander", "Amer-Indian-Eskimo", "Other", "Black"], other="Other"
     ),
     "sex": ColumnSchema.categorical(["Female", "Male"]),
     "capital-gain": ColumnSchema.numeric(0, 99_999, integer=True),
-    "capital-loss": ColumnSchema.numeric(0, 4_356, integer=True),
+    "capital-loss": ColumnDecl("numeric", low=0, integer=True),
     "hours-per-week": ColumnSchema.numeric(1, 99, integer=True),
     "native-country": ColumnSchema.categorical(
         [
@@ -168,9 +187,10 @@ ADULT_SCHEMA: dict[str, ColumnSchema] = {
             "Hong",
             "Holand-Netherlands",
             _MISSING,
-        ]
+        ],
+        other=_MISSING,
     ),
-    "income": ColumnSchema.categorical(["<=50K", ">50K"]),
+    "income": ColumnSchema.categorical(["<=50K", ">50K"], other="<=50K"),
 }
 
 _HOW_TO = (
@@ -230,17 +250,56 @@ def download_adult(root: str, timeout: float = 60.0) -> None:
                 os.remove(tmp)
 
 
-def load_adult(root: str, download: bool = False) -> Dataset:
+def load_adult(
+    root: str,
+    download: bool = False,
+    schema: Mapping[str, Any] | None = None,
+    schema_source: str = "dp",
+    allow_nonprivate_schema: bool = False,
+    schema_share: float = 0.1,
+    dp_schema: Mapping[str, Any] | None = None,
+    privacy: PrivacySpec | None = None,
+    privacy_epsilon: float | None = None,
+    privacy_delta: float | None = None,
+    privacy_accountant: str = "pld",
+    privacy_neighbours: str = "replace_one",
+    cache_dir: str | None = None,
+    seed: int = 0,
+) -> Dataset:
     """Load UCI Adult, encoded with its public schema; the label is ``income``.
 
     Args:
         root: folder holding ``adult.data`` and ``adult.test`` (directly or in ``adult/``).
         download: if they are missing, fetch them from UCI into ``root``.
+        schema: overrides of :data:`ADULT_SCHEMA`, column by column (public knowledge only,
+            e.g. ``{fnlwgt: {low: 1, high: 1500000, integer: true}}``).
+        schema_source: ``dp`` (default: the two bounds without a public source are DP
+            quantiles, ``schema_share`` of the run's budget), ``declared`` (``schema`` must
+            declare them) or ``nonprivate`` (the training maxima; opt-in, flagged ``not_dp``).
+        allow_nonprivate_schema, schema_share, dp_schema, privacy, privacy_epsilon,
+            privacy_delta, privacy_accountant, privacy_neighbours, cache_dir, seed: as for
+            :func:`dpsynth.data.csv.load_csv`.
 
     Raises:
-        ConfigError: no ``root``.
-        DataError: missing, malformed or out-of-schema files, or a failed download.
+        ConfigError: no ``root``, a bad schema setting, ``dp`` without privacy settings.
+        DataError: missing or malformed files, or a failed download.
     """
+    settings = schema_settings(
+        schema_source=schema_source,
+        allow_nonprivate_schema=allow_nonprivate_schema,
+        schema_share=schema_share,
+        dp_schema=dp_schema,
+        privacy=privacy,
+        privacy_epsilon=privacy_epsilon,
+        privacy_delta=privacy_delta,
+        privacy_accountant=privacy_accountant,
+        privacy_neighbours=privacy_neighbours,
+        cache_dir=cache_dir,
+        seed=seed,
+    )
+    declared = {k: ColumnDecl.of(v) for k, v in ADULT_SCHEMA.items()}
+    for k, over in parse_schema(schema).items():
+        declared[k] = declared[k].overridden(over) if k in declared else over
     root = expand_root(root)
     if not root:
         raise ConfigError(
@@ -265,4 +324,4 @@ def load_adult(root: str, download: bool = False) -> Dataset:
         )
     train = read_adult_file(os.path.join(folder, ADULT_FILES[0]))
     test = read_adult_file(os.path.join(folder, ADULT_FILES[1]))
-    return load_table("adult", train, test, ADULT_TARGET, schema=ADULT_SCHEMA)
+    return load_table("adult", train, test, ADULT_TARGET, schema=declared, settings=settings)

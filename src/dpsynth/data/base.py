@@ -8,9 +8,12 @@ release plus the public :class:`DataSpec`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dpsynth.privacy.release import Spend
 
 Kind = Literal["image", "tabular"]
 
@@ -76,6 +79,10 @@ class Dataset:
         test_x: real held-out records, float32, ``(M, *spec.shape)``.
         test_y: real held-out labels, int64, ``(M,)``.
         encoder: for tabular data, the object that decodes encoded rows back to a table.
+        spends: Gaussian releases made while loading (DP schema inference), for the run's
+            ledger.
+        schema_source: ``declared``, ``dp`` or ``nonprivate`` (how the schema was obtained).
+        flags: e.g. ``["not_dp"]`` when the schema was read off the private data.
     """
 
     spec: DataSpec
@@ -84,6 +91,9 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     encoder: object | None = field(default=None, repr=False)
+    spends: list[Spend] = field(default_factory=list)
+    schema_source: str = "declared"
+    flags: list[str] = field(default_factory=list)
 
     @property
     def n_train(self) -> int:

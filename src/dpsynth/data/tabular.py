@@ -5,40 +5,78 @@ practice of DP tabular generators (e.g. DP-MERF, PEARL): numeric columns are min
 to [-1, 1] with bounds ``(low, high)``, categorical columns are one-hot encoded, and the label
 column is kept apart as ``y``.
 
-Privacy: the categories and bounds are part of what a generator releases, so they must be
-public knowledge, declared up front (:class:`ColumnSchema`). When they are inferred from the
-private file instead, the encoder records ``schema_source = "data"`` and a
-:class:`SchemaWarning` says that this leaks outside the DP guarantee and how to declare them.
+Privacy: the categories, bounds and label set are part of what a generator releases. Each
+part of the schema is either declared as public knowledge (``dataset.schema``) or inferred
+from the private training file, as ``schema_source`` says:
+
+* ``declared`` — everything must be declared; nothing is read from the data, nothing spent.
+* ``dp`` (default) — the undeclared parts are estimated by the DP mechanisms of
+  :mod:`dpsynth.privacy.schema`, paid from the run's budget (``schema_share`` of it), cached
+  under ``<cache_dir>/releases`` so a re-run spends nothing; the Gaussian releases are listed
+  in ``Dataset.spends`` for the run's ledger.
+* ``nonprivate`` — read off the private file (exact min/max, every value): only with
+  ``allow_nonprivate_schema: true``, and the run is flagged ``not_dp``.
+
+No value of the private data makes loading fail (a neighbouring dataset must not be told apart
+by an abort): numbers outside the bounds are clipped, missing or unparsable numbers take the
+column's ``fill`` (default: its lower bound), unknown categories map to the column's ``other``
+category (default: the last one; DP-inferred sets end with the catch-all ``__other__``), and
+unknown labels map to the target's ``other`` class (declared, else the last class; for a
+DP-inferred label set the class with the largest noisy count). Counts of such cells are never
+reported. Classes without training records are kept. What still fails is what depends on
+public inputs only (a missing file, a bad config, a column named in the config but absent from
+the header) or makes a file unreadable as a table (bad encoding, a line with the wrong number
+of fields: not a record of the data domain).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from dpsynth.data._common import check_train_classes
 from dpsynth.data.base import Column, Dataset, DataSpec
 from dpsynth.errors import ConfigError, DataError, TrainingError
+from dpsynth.privacy.accounting import check_accountant, check_neighbours
+from dpsynth.privacy.release import Budget, PrivacySpec, Release, ReleaseCache
+from dpsynth.privacy.schema import (
+    OTHER,
+    DPSchemaOptions,
+    Grid,
+    parse_grid,
+    parse_numbers,
+    plan_delta,
+    quantile_bounds,
+    release_kinds,
+    release_values,
+)
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
-_SCHEMA_KEYS = {"kind", "categories", "low", "high", "integer"}
+_SCHEMA_KEYS = {"kind", "categories", "low", "high", "integer", "other", "fill", "grid"}
+_CATEGORICAL_KEYS = {"categories", "other"}
+_NUMERIC_KEYS = {"low", "high", "integer", "fill", "grid"}
+SCHEMA_SOURCES = ("declared", "dp", "nonprivate")
+#: Bumped whenever what the schema release contains, or how it is computed, changes.
+SCHEMA_RELEASE_VERSION = 1
+SchemaSource = Literal["declared", "dp", "nonprivate"]
 
 
 class SchemaWarning(UserWarning):
-    """The table schema was inferred from private data, outside the DP guarantee."""
+    """The table schema was read off the private data, outside the DP guarantee."""
 
 
 @dataclass(frozen=True)
 class ColumnSchema:
-    """Public description of one raw column.
+    """Complete public description of one raw column.
 
     Attributes:
         kind: ``numeric`` or ``categorical``.
@@ -46,6 +84,8 @@ class ColumnSchema:
         low: public lower bound of a numeric column (smaller values are clipped).
         high: public upper bound of a numeric column (larger values are clipped).
         integer: the numeric column holds integers; decoded values are rounded.
+        other: the category that unknown values map to (None: the last category).
+        fill: the value a missing or unparsable number takes (None: ``low``).
     """
 
     kind: Literal["numeric", "categorical"]
@@ -53,47 +93,148 @@ class ColumnSchema:
     low: float = 0.0
     high: float = 1.0
     integer: bool = False
+    other: str | None = None
+    fill: float | None = None
 
     @staticmethod
-    def numeric(low: float, high: float, integer: bool = False) -> ColumnSchema:
-        return ColumnSchema("numeric", low=float(low), high=float(high), integer=integer)
+    def numeric(
+        low: float, high: float, integer: bool = False, fill: float | None = None
+    ) -> ColumnSchema:
+        return ColumnSchema(
+            "numeric",
+            low=float(low),
+            high=float(high),
+            integer=integer,
+            fill=None if fill is None else float(fill),
+        )
 
     @staticmethod
-    def categorical(categories: Sequence[str]) -> ColumnSchema:
-        return ColumnSchema("categorical", categories=tuple(str(c) for c in categories))
+    def categorical(categories: Sequence[str], other: str | None = None) -> ColumnSchema:
+        return ColumnSchema(
+            "categorical",
+            categories=tuple(str(c) for c in categories),
+            other=None if other is None else str(other),
+        )
+
+    @property
+    def other_index(self) -> int:
+        """Index of the category unknown values map to."""
+        if self.other is None:
+            return len(self.categories) - 1
+        return self.categories.index(self.other)
+
+    @property
+    def fill_value(self) -> float:
+        """What a missing or unparsable number becomes (then clipped to the bounds)."""
+        return self.low if self.fill is None else self.fill
 
     def as_dict(self) -> dict[str, Any]:
         """The form accepted by :func:`parse_schema` (e.g. for ``dataset.schema``)."""
         if self.kind == "categorical":
-            return {"categories": list(self.categories)}
+            out: dict[str, Any] = {"categories": list(self.categories)}
+            if self.other is not None:
+                out["other"] = self.other
+            return out
         low = int(self.low) if self.integer else self.low
         high = int(self.high) if self.integer else self.high
-        return {"low": low, "high": high, "integer": self.integer}
+        out = {"low": low, "high": high, "integer": self.integer}
+        if self.fill is not None:
+            out["fill"] = self.fill
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, for the release cache."""
+        d = asdict(self)
+        d["categories"] = list(self.categories)
+        return d
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> ColumnSchema:
+        return ColumnSchema(**{**d, "categories": tuple(d.get("categories", ()))})
+
+
+@dataclass(frozen=True)
+class ColumnDecl:
+    """What the config declares about one column; ``None`` parts are to be inferred.
+
+    A numeric column is complete with ``low`` and ``high`` (``integer`` then defaults to
+    false), a categorical one with ``categories``.
+    """
+
+    kind: Literal["numeric", "categorical"] | None = None
+    categories: tuple[str, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    integer: bool | None = None
+    other: str | None = None
+    fill: float | None = None
+    grid: Grid | None = None
+
+    @staticmethod
+    def of(col: ColumnSchema | ColumnDecl) -> ColumnDecl:
+        if isinstance(col, ColumnDecl):
+            return col
+        if col.kind == "categorical":
+            return ColumnDecl("categorical", col.categories, other=col.other)
+        return ColumnDecl("numeric", None, col.low, col.high, col.integer, fill=col.fill)
+
+    def overridden(self, other: ColumnDecl) -> ColumnDecl:
+        """This declaration with the parts ``other`` declares replaced (all of it if the
+        kinds differ)."""
+        if other.kind is not None and self.kind is not None and other.kind != self.kind:
+            return other
+        parts = {k: v for k, v in asdict(other).items() if v is not None}
+        if other.grid is not None:
+            parts["grid"] = other.grid
+        return replace(self, **parts)
+
+    def complete(self) -> ColumnSchema | None:
+        """The declared column, or None if some part is left to inference."""
+        if self.kind == "categorical" and self.categories is not None:
+            return ColumnSchema.categorical(self.categories, self.other)
+        if self.kind == "numeric" and self.low is not None and self.high is not None:
+            return ColumnSchema.numeric(self.low, self.high, bool(self.integer), self.fill)
+        return None
+
+    def missing(self) -> list[str]:
+        """The parts ``schema_source: declared`` would need."""
+        if self.kind is None:
+            return ["categories (or low and high)"]
+        if self.kind == "categorical":
+            return [] if self.categories is not None else ["categories"]
+        return [k for k in ("low", "high") if getattr(self, k) is None]
+
+    def key(self) -> dict[str, Any]:
+        """JSON-able form, for cache keys."""
+        d = asdict(self)
+        d["grid"] = None if self.grid is None else {type(self.grid).__name__: asdict(self.grid)}
+        return d
 
 
 def parse_schema(
     schema: Mapping[str, Any] | None, key: str = "dataset.schema"
-) -> dict[str, ColumnSchema]:
-    """Turn a user schema (e.g. from YAML) into :class:`ColumnSchema` objects.
+) -> dict[str, ColumnDecl]:
+    """Turn a user schema (e.g. from YAML) into :class:`ColumnDecl` objects.
 
-    Each entry is ``{categories: [...]}`` for a categorical column or
-    ``{low: ..., high: ..., integer: true|false}`` for a numeric one (``kind`` optional).
+    Each entry is ``{categories: [...], other: <one of them>}`` for a categorical column or
+    ``{low: ..., high: ..., integer: true|false, fill: ..., grid: {...}}`` for a numeric one
+    (``kind`` optional); parts left out are inferred (``schema_source``).
 
     Raises:
         ConfigError: naming the key and the entry that is malformed.
     """
     if schema is None:
         return {}
-    if isinstance(schema, ColumnSchema) or not isinstance(schema, Mapping):
+    if isinstance(schema, ColumnSchema | ColumnDecl) or not isinstance(schema, Mapping):
         raise ConfigError(
             f"{key}={schema!r} is invalid: it must map column names to "
             "{categories: [...]} or {low: ..., high: ..., integer: true|false}."
         )
-    out: dict[str, ColumnSchema] = {}
+    out: dict[str, ColumnDecl] = {}
     for name, entry in schema.items():
         where = f"{key}.{name}"
-        if isinstance(entry, ColumnSchema):
-            out[str(name)] = _validated(entry, where)
+        if isinstance(entry, ColumnSchema | ColumnDecl):
+            out[str(name)] = _checked(ColumnDecl.of(entry), where)
             continue
         if not isinstance(entry, Mapping) or not set(entry) <= _SCHEMA_KEYS:
             raise ConfigError(
@@ -101,49 +242,204 @@ def parse_schema(
                 f"{{low: ..., high: ..., integer: true|false}} (allowed keys: "
                 f"{', '.join(sorted(_SCHEMA_KEYS))})."
             )
-        kind = entry.get("kind", "categorical" if "categories" in entry else "numeric")
+        keys = set(entry)
+        kind = entry.get("kind")
+        if kind is None and keys & _CATEGORICAL_KEYS:
+            kind = "categorical"
+        elif kind is None and keys & _NUMERIC_KEYS:
+            kind = "numeric"
+        if kind not in (None, "numeric", "categorical"):
+            raise ConfigError(
+                f"{where}.kind={kind!r} is invalid: allowed kinds are numeric and categorical."
+            )
+        wrong = keys & (_NUMERIC_KEYS if kind == "categorical" else _CATEGORICAL_KEYS)
+        if kind is not None and wrong:
+            raise ConfigError(
+                f"{where}={dict(entry)!r} is invalid: {', '.join(sorted(wrong))} do not apply "
+                f"to a {kind} column."
+            )
         if kind == "categorical":
             cats = entry.get("categories")
-            if isinstance(cats, str | bytes) or not isinstance(cats, Sequence):
+            if cats is not None and (
+                isinstance(cats, str | bytes) or not isinstance(cats, Sequence)
+            ):
                 raise ConfigError(
                     f"{where}.categories={cats!r} is invalid: it must be a list of the "
                     "column's values, e.g. [red, green, blue]."
                 )
-            col = ColumnSchema.categorical([str(c) for c in cats])
-        elif kind == "numeric":
-            if "low" not in entry or "high" not in entry:
-                raise ConfigError(
-                    f"{where}={dict(entry)!r} is invalid: a numeric column needs both low and "
-                    "high (its public bounds), e.g. {low: 0, high: 100, integer: true}."
-                )
-            low, high, integer = entry["low"], entry["high"], entry.get("integer", False)
-            for k, v in (("low", low), ("high", high)):
-                if isinstance(v, bool) or not isinstance(v, int | float):
-                    raise ConfigError(f"{where}.{k}={v!r} is invalid: it must be a number.")
-            if not isinstance(integer, bool):
-                raise ConfigError(f"{where}.integer={integer!r} is invalid: use true or false.")
-            col = ColumnSchema.numeric(low, high, integer)
-        else:
-            raise ConfigError(
-                f"{where}.kind={kind!r} is invalid: allowed kinds are numeric and categorical."
+            other = entry.get("other")
+            decl = ColumnDecl(
+                "categorical",
+                None if cats is None else tuple(str(c) for c in cats),
+                other=None if other is None else str(other),
             )
-        out[str(name)] = _validated(col, where)
+        else:
+            nums: dict[str, float | None] = {}
+            for k in ("low", "high", "fill"):
+                v = entry.get(k)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                    raise ConfigError(f"{where}.{k}={v!r} is invalid: it must be a number.")
+                nums[k] = None if v is None else float(v)
+            integer = entry.get("integer")
+            if integer is not None and not isinstance(integer, bool):
+                raise ConfigError(f"{where}.integer={integer!r} is invalid: use true or false.")
+            grid = parse_grid(entry["grid"], f"{where}.grid") if "grid" in entry else None
+            decl = ColumnDecl(
+                kind, None, nums["low"], nums["high"], integer, None, nums["fill"], grid
+            )
+        out[str(name)] = _checked(decl, where)
     return out
 
 
-def _validated(col: ColumnSchema, where: str) -> ColumnSchema:
+def _checked(col: ColumnDecl, where: str) -> ColumnDecl:
     if col.kind == "categorical":
-        if not col.categories or len(set(col.categories)) != len(col.categories):
+        cats = col.categories
+        if cats is not None and (not cats or len(set(cats)) != len(cats)):
             raise ConfigError(
-                f"{where}.categories={list(col.categories)!r} is invalid: it must list at least "
-                "one value, each once."
+                f"{where}.categories={list(cats)!r} is invalid: it must list at least one value, "
+                "each once."
             )
-    elif not (math.isfinite(col.low) and math.isfinite(col.high) and col.low < col.high):
+        if col.other is not None and (cats is None or col.other not in cats):
+            raise ConfigError(
+                f"{where}.other={col.other!r} is invalid: it must be one of the declared "
+                "categories (an inferred category set has its own catch-all, "
+                f"{OTHER!r})."
+            )
+        return col
+    for k in ("low", "high", "fill"):
+        v = getattr(col, k)
+        if v is not None and not math.isfinite(v):
+            raise ConfigError(f"{where}.{k}={v!r} is invalid: it must be finite.")
+    if col.low is not None and col.high is not None and not col.low < col.high:
         raise ConfigError(
             f"{where} bounds low={col.low!r}, high={col.high!r} are invalid: they must be "
             "finite with low < high."
         )
     return col
+
+
+@dataclass(frozen=True)
+class SchemaSettings:
+    """How the undeclared parts of a schema are obtained (see the module docstring).
+
+    Attributes:
+        source: ``declared``, ``dp`` or ``nonprivate``.
+        allow_nonprivate: the explicit opt-in ``nonprivate`` needs.
+        privacy: the run's guarantee (needed by ``dp``).
+        share: the share of the run's budget (of 1/m², see
+            :func:`~dpsynth.privacy.accounting.share_multiplier`) the schema releases take.
+        options: the mechanisms' public settings.
+        cache_dir: the run's cache root; the release goes to ``<cache_dir>/releases``
+            (None: not cached, every load spends).
+        seed: the run's seed (part of the cache key, like a method release's).
+    """
+
+    source: SchemaSource = "dp"
+    allow_nonprivate: bool = False
+    privacy: PrivacySpec | None = None
+    share: float = 0.1
+    options: DPSchemaOptions = field(default_factory=DPSchemaOptions)
+    cache_dir: str | None = None
+    seed: int = 0
+
+
+def schema_settings(
+    *,
+    schema_source: str = "dp",
+    allow_nonprivate_schema: bool = False,
+    schema_share: float = 0.1,
+    dp_schema: Mapping[str, Any] | DPSchemaOptions | None = None,
+    privacy: PrivacySpec | None = None,
+    privacy_epsilon: float | None = None,
+    privacy_delta: float | None = None,
+    privacy_accountant: str = "pld",
+    privacy_neighbours: str = "replace_one",
+    cache_dir: str | None = None,
+    seed: int = 0,
+) -> SchemaSettings:
+    """Validate a loader's schema and privacy arguments (config keys ``dataset.<name>``).
+
+    Raises:
+        ConfigError: naming the key; ``schema_source: nonprivate`` without
+            ``allow_nonprivate_schema: true``.
+    """
+    if schema_source not in SCHEMA_SOURCES:
+        raise ConfigError(
+            f"dataset.schema_source={schema_source!r} is invalid; allowed: "
+            f"{', '.join(SCHEMA_SOURCES)} (declared: all public; dp: undeclared parts "
+            "estimated under the run's (ε, δ); nonprivate: read off the private file)."
+        )
+    if not isinstance(allow_nonprivate_schema, bool):
+        raise ConfigError(
+            f"dataset.allow_nonprivate_schema={allow_nonprivate_schema!r} is invalid: use "
+            "true or false."
+        )
+    if schema_source == "nonprivate" and not allow_nonprivate_schema:
+        raise ConfigError(
+            "dataset.schema_source=nonprivate reads the schema (bounds, categories, labels) off "
+            "the private file, outside any DP guarantee; it needs the explicit opt-in "
+            "dataset.allow_nonprivate_schema=true, and the run is then flagged not_dp. Use "
+            "schema_source=dp (default) or declare the schema (dataset.schema) instead."
+        )
+    if (
+        isinstance(schema_share, bool)
+        or not isinstance(schema_share, int | float)
+        or not 0.0 < schema_share <= 1.0
+    ):
+        raise ConfigError(
+            f"dataset.schema_share={schema_share!r} is invalid: it must be a number in (0, 1], "
+            "the share of the run's privacy budget the schema releases take (e.g. 0.1)."
+        )
+    options = DPSchemaOptions.parse(dp_schema)
+    flat = privacy_epsilon is not None or privacy_delta is not None
+    if privacy is not None and flat:
+        raise ConfigError(
+            "dataset: give the privacy settings either as privacy=PrivacySpec(...) or as "
+            "privacy_epsilon / privacy_delta / ..., not both."
+        )
+    if flat:
+        for k, v in (("privacy_epsilon", privacy_epsilon), ("privacy_delta", privacy_delta)):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ConfigError(
+                    f"dataset.{k}={v!r} is invalid: it must be a number (the run's privacy."
+                    f"{k.removeprefix('privacy_')}, which conf/dataset/*.yaml interpolates)."
+                )
+        privacy = PrivacySpec(
+            float(privacy_epsilon),  # type: ignore[arg-type]
+            float(privacy_delta),  # type: ignore[arg-type]
+            str(privacy_accountant),
+            str(privacy_neighbours),
+        )
+    if privacy is not None:
+        check_accountant(privacy.accountant)
+        check_neighbours(privacy.neighbours)
+        if not privacy.epsilon > 0 or not 0.0 < privacy.delta < 1.0:
+            raise ConfigError(
+                f"dataset: privacy (ε={privacy.epsilon}, δ={privacy.delta}) is invalid; the "
+                "schema mechanisms need ε > 0 and 0 < δ < 1."
+            )
+    if cache_dir is not None and not isinstance(cache_dir, str | Path):
+        raise ConfigError(f"dataset.cache_dir={cache_dir!r} is invalid: it must be a folder.")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"dataset.seed={seed!r} is invalid: it must be an integer ≥ 0.")
+    return SchemaSettings(
+        schema_source,  # type: ignore[arg-type]
+        allow_nonprivate_schema,
+        privacy,
+        float(schema_share),
+        options,
+        str(cache_dir) if cache_dir else None,
+        int(seed),
+    )
+
+
+def file_fingerprint(path: str) -> str:
+    """Content hash of a file, so a changed file never reuses a stale schema release."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @dataclass
@@ -239,31 +535,6 @@ def _check_header(header: list[str], path: str, lineno: int, what: str) -> None:
         )
 
 
-def _parse_numeric(
-    values: pd.Series, column: str, source: str, lines: Sequence[int] | None
-) -> np.ndarray:
-    """Cells -> finite float64, or DataError naming the first bad cell."""
-    parsed = pd.to_numeric(values, errors="coerce")
-    arr = np.asarray(parsed, dtype=np.float64)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raw = values.iloc[i]
-        what = "is missing" if isinstance(raw, str) and not raw.strip() else f"is {raw!r}"
-        raise DataError(
-            f"{_where(source, lines, i)}: column {column!r} {what}, but it must be a finite "
-            "number (it is a numeric column). Fix or drop that row, or, if the column is "
-            "categorical, declare it so (dataset.categorical / dataset.schema)."
-        )
-    return arr
-
-
-def _where(source: str, lines: Sequence[int] | None, i: int) -> str:
-    if lines is None:
-        return f"{source}, row {i}"
-    return f"{source}, line {int(lines[i])}"
-
-
 def _lookup(categories: Sequence[str]) -> dict[Any, int]:
     """Category -> index, also keyed by numeric value so 3, 3.0 and "3" all match "3"."""
     table: dict[Any, int] = {}
@@ -306,10 +577,14 @@ class TabularEncoder:
         columns: the encoded layout, one :class:`Column` per feature.
         target: the label column name.
         class_names: label values; label ``k`` is ``class_names[k]``.
+        label_other: the class unknown labels map to (None: the last class).
         column_order: all original column names, target included, in file order.
-        schema_source: ``public`` if every category and bound was declared, ``data`` if some
-            were inferred from the private file (see :attr:`inferred_columns`).
-        inferred_columns: the columns (target included) whose schema came from the data.
+        schema_source: ``declared`` (every part declared), ``dp`` (some parts estimated by
+            DP mechanisms) or ``nonprivate`` (some parts read off the private file).
+        inferred_columns: the columns (target included) whose schema was not fully declared.
+        schema_delta: the δ the schema's partition selection reserved (0 if none; the run's
+            Gaussian releases must be accounted at δ − schema_delta).
+        schema_release: public facts about the schema release (cache key, cache hit, δ split).
     """
 
     def __init__(
@@ -319,15 +594,29 @@ class TabularEncoder:
         class_names: Sequence[str],
         column_order: Sequence[str] | None = None,
         inferred_columns: Sequence[str] = (),
+        schema_source: SchemaSource | None = None,
+        label_other: str | None = None,
     ) -> None:
         self.schema: dict[str, ColumnSchema] = dict(schema)
         self.target = target
         self.class_names: tuple[str, ...] = tuple(str(c) for c in class_names)
+        if not self.class_names:
+            raise ConfigError(f"{target}: the label set is empty; it needs at least one class.")
+        self.label_other = None if label_other is None else str(label_other)
+        if self.label_other is not None and self.label_other not in self.class_names:
+            raise ConfigError(
+                f"dataset.schema.{target}.other={label_other!r} is not one of the classes "
+                f"{list(self.class_names)!r}."
+            )
         self.column_order: tuple[str, ...] = tuple(
             column_order if column_order is not None else [*self.schema, target]
         )
         self.inferred_columns: tuple[str, ...] = tuple(inferred_columns)
-        self.schema_source: Literal["public", "data"] = "data" if inferred_columns else "public"
+        if schema_source is None:
+            schema_source = "nonprivate" if inferred_columns else "declared"
+        self.schema_source: SchemaSource = schema_source
+        self.schema_delta = 0.0
+        self.schema_release: dict[str, Any] = {}
         self.columns: tuple[Column, ...] = tuple(
             Column(name, s.kind, s.categories, s.low, s.high) for name, s in self.schema.items()
         )
@@ -335,6 +624,11 @@ class TabularEncoder:
             n: _lookup(s.categories) for n, s in self.schema.items() if s.kind == "categorical"
         }
         self._label_lookup = _lookup(self.class_names)
+        self._label_other_index = (
+            len(self.class_names) - 1
+            if self.label_other is None
+            else self.class_names.index(self.label_other)
+        )
         self._dtypes = {
             n: _decoded_dtype(s.categories)
             for n, s in self.schema.items()
@@ -362,7 +656,7 @@ class TabularEncoder:
     def schema_dict(self) -> dict[str, dict[str, Any]]:
         """The full schema, target included, in the form ``dataset.schema`` accepts."""
         out = {n: s.as_dict() for n, s in self.schema.items()}
-        out[self.target] = {"categories": list(self.class_names)}
+        out[self.target] = ColumnSchema.categorical(self.class_names, self.label_other).as_dict()
         return out
 
     def encode(
@@ -370,18 +664,21 @@ class TabularEncoder:
     ) -> np.ndarray:
         """Encode the feature columns of ``frame`` (other columns are ignored).
 
+        Never fails on a value: numbers are clipped to their bounds, missing or unparsable
+        numbers take the column's fill value, unknown categories its ``other`` category.
+
         Args:
             frame: a table with at least the feature columns; cells may be strings or numbers.
             source: the file (or object) the table came from, for messages.
-            lines: the 1-based line of each row in ``source``, for messages.
+            lines: unused (kept for callers that pass line numbers).
 
         Returns:
-            float32 array ``(len(frame), dim)``; numerics clipped to their bounds.
+            float32 array ``(len(frame), dim)``.
 
         Raises:
-            DataError: a feature column is missing, a numeric cell is not a number, or a
-                categorical cell is not one of the schema's categories.
+            DataError: a feature column is missing (the table's header, not its values).
         """
+        del lines
         missing = [n for n in self.schema if n not in frame.columns]
         if missing:
             raise DataError(
@@ -393,41 +690,20 @@ class TabularEncoder:
         for (name, s), sl in zip(self.schema.items(), self.slices(), strict=True):
             values = frame[name]
             if s.kind == "numeric":
-                v = np.clip(_parse_numeric(values, name, source, lines), s.low, s.high)
+                v = parse_numbers(values.tolist())
+                v = np.clip(np.where(np.isnan(v), s.fill_value, v), s.low, s.high)
                 out[:, sl.start] = 2.0 * (v - s.low) / (s.high - s.low) - 1.0
             else:
-                idx = self._codes(values, self._lookups[name], name, s.categories, source, lines)
+                idx = _codes(values, self._lookups[name], s.other_index)
                 out[np.arange(len(frame)), sl.start + idx] = 1.0
         return out
 
     def encode_labels(
         self, values: pd.Series, source: str = "DataFrame", lines: Sequence[int] | None = None
     ) -> np.ndarray:
-        """Label values -> int64 class indices; unknown labels are a :class:`DataError`."""
-        return self._codes(
-            values, self._label_lookup, self.target, self.class_names, source, lines
-        ).astype(np.int64)
-
-    @staticmethod
-    def _codes(
-        values: pd.Series,
-        lookup: dict[Any, int],
-        column: str,
-        categories: Sequence[str],
-        source: str,
-        lines: Sequence[int] | None,
-    ) -> np.ndarray:
-        codes = np.array([lookup.get(v, -1) for v in values.tolist()], dtype=np.int64)
-        if (codes < 0).any():
-            i = int(np.argmax(codes < 0))
-            shown = ", ".join(repr(c) for c in categories[:60])
-            more = f", ... ({len(categories)} in all)" if len(categories) > 60 else ""
-            raise DataError(
-                f"{_where(source, lines, i)}: column {column!r} has value {values.iloc[i]!r}, "
-                f"which is not among the allowed categories ({shown}{more}). Fix the value, or "
-                "add it to the column's categories in the public schema (dataset.schema)."
-            )
-        return codes
+        """Label values -> int64 class indices; unknown labels take the ``other`` class."""
+        del source, lines
+        return _codes(values, self._label_lookup, self._label_other_index).astype(np.int64)
 
     def decode(self, x: Any, y: Any = None) -> pd.DataFrame:
         """Decode encoded (e.g. synthetic) rows back to a table.
@@ -506,55 +782,196 @@ def _sorted_values(values: Sequence[str]) -> list[str]:
         return distinct
 
 
-def infer_schema(
-    raw: RawTable,
+def _codes(values: pd.Series, lookup: dict[Any, int], other: int) -> np.ndarray:
+    """Cells -> category indices; unknown cells (and missing ones) -> ``other``."""
+    out = []
+    for v in values.tolist():
+        code = lookup.get(v.strip() if isinstance(v, str) else v, -1)
+        if code < 0 and not isinstance(v, str):
+            code = lookup.get(str(v), -1)
+        out.append(other if code < 0 else code)
+    return np.asarray(out, dtype=np.int64)
+
+
+def _numeric_kinds(
+    columns: Sequence[str],
     target: str,
     categorical: Sequence[str] | None,
-    declared: Mapping[str, ColumnSchema],
-) -> tuple[dict[str, ColumnSchema], tuple[str, ...], list[str]]:
-    """Complete a (possibly empty) declared schema from the data of ``raw``.
-
-    A column not in ``declared`` is categorical if listed in ``categorical``; otherwise it is
-    numeric when ``categorical`` was given, and detected (mostly numbers -> numeric) when not.
-    Its categories or bounds are then read from ``raw``, which is recorded as a leak.
-
-    Returns:
-        ``(feature_schema, class_names, inferred_columns)``.
-    """
-    features: dict[str, ColumnSchema] = {}
-    inferred: list[str] = []
-    for name in raw.frame.columns:
+    decls: Mapping[str, ColumnDecl],
+) -> dict[str, ColumnDecl]:
+    """Every column's declaration, with the kinds the config fixes (``categorical``) filled in."""
+    out: dict[str, ColumnDecl] = {}
+    for name in columns:
+        d = decls.get(name, ColumnDecl())
         if name == target:
-            continue
-        if name in declared:
-            features[name] = declared[name]
-            continue
+            if d.kind == "numeric":
+                raise ConfigError(
+                    f"dataset.schema.{target}: the target column must be declared with "
+                    "categories (its class labels), e.g. {categories: [no, yes]}."
+                )
+            d = replace(d, kind="categorical")
+        elif d.kind is None and categorical is not None:
+            d = replace(d, kind="categorical" if name in categorical else "numeric")
+        elif d.kind == "numeric" and categorical is not None and name in categorical:
+            raise ConfigError(
+                f"dataset.categorical lists {name!r}, but dataset.schema.{name} declares it "
+                "numeric."
+            )
+        out[name] = d
+    return out
+
+
+def _infer_exact(
+    raw: RawTable, decls: Mapping[str, ColumnDecl], todo: Sequence[str]
+) -> dict[str, ColumnSchema]:
+    """The undeclared parts of the ``todo`` columns, read off the private file (not DP)."""
+    out: dict[str, ColumnSchema] = {}
+    for name in todo:
+        d = decls[name]
         values = raw.frame[name]
-        if categorical is not None:
-            numeric = name not in categorical
-        else:
-            numeric = _numeric_share(values) >= 0.5
-        if numeric:
-            v = _parse_numeric(values, name, raw.path, raw.lines)
-            integer = bool(values.astype(str).str.match(_INT_RE).all())
-            low, high = float(v.min()), float(v.max())
+        kind = d.kind or ("numeric" if _numeric_share(values) >= 0.5 else "categorical")
+        if kind == "numeric":
+            v = parse_numbers(values.tolist())
+            v = v[np.isfinite(v)]
+            low = d.low if d.low is not None else (float(v.min()) if v.size else 0.0)
+            high = d.high if d.high is not None else (float(v.max()) if v.size else low + 1.0)
             if high <= low:
                 high = low + 1.0  # a constant column still needs a non-empty range
-            features[name] = ColumnSchema.numeric(low, high, integer)
+            integer = d.integer
+            if integer is None:
+                integer = bool(values.astype(str).str.match(_INT_RE).all())
+            out[name] = ColumnSchema.numeric(low, high, integer, d.fill)
         else:
-            features[name] = ColumnSchema.categorical(_sorted_values(values.astype(str).tolist()))
-        inferred.append(name)
-    if target in declared:
-        if declared[target].kind != "categorical":
+            cats = d.categories or tuple(_sorted_values(values.astype(str).tolist()))
+            out[name] = ColumnSchema.categorical(cats, d.other)
+    return out
+
+
+def _infer_dp(
+    name: str,
+    raw: RawTable,
+    decls: Mapping[str, ColumnDecl],
+    todo: Sequence[str],
+    target: str,
+    settings: SchemaSettings,
+    split: Mapping[str, Any],
+) -> tuple[dict[str, ColumnSchema], Release]:
+    """The undeclared parts of the ``todo`` columns, by the DP mechanisms, cached.
+
+    Returns the inferred columns (the target's ``other`` is its class with the largest noisy
+    count) and the release (its ledger holds the spends; ``public`` the δ split).
+    """
+    privacy = settings.privacy
+    if privacy is None:
+        raise ConfigError(
+            f"dataset {name!r}: schema_source=dp must estimate the undeclared schema of "
+            f"column(s) {', '.join(todo)} under the run's (ε, δ), but no privacy settings were "
+            "given (conf/dataset/*.yaml passes privacy_epsilon, privacy_delta, "
+            "privacy_accountant, privacy_neighbours; from Python pass privacy=PrivacySpec(...)). "
+            "Or declare them in dataset.schema."
+        )
+    opts = settings.options
+    # Columns that may need partition selection: a public fact (the config and the header).
+    selectable = [c for c in todo if decls[c].kind != "numeric"]
+    plan = plan_delta(privacy.delta, len(selectable), opts.delta_fraction)
+    gaussian = PrivacySpec(privacy.epsilon, plan.gaussian, privacy.accountant, privacy.neighbours)
+    features = [c for c in todo if c != target]
+
+    def build() -> Release:
+        budget = Budget(gaussian)
+        frame = raw.frame
+        kind_cols = [
+            c
+            for c in features
+            if decls[c].kind is None or (decls[c].kind == "numeric" and decls[c].integer is None)
+        ]
+        share_values = settings.share
+        kinds = {}
+        if kind_cols:
+            share_kinds = settings.share * opts.kinds_fraction
+            share_values = settings.share - share_kinds
+            cells = {c: frame[c].tolist() for c in kind_cols}
+            kinds = release_kinds(cells, budget=budget, share=share_kinds)
+        numeric: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        categorical: dict[str, list[Any]] = {}
+        for c in features:
+            kind = decls[c].kind or ("numeric" if kinds[c].numeric else "categorical")
+            if kind == "numeric":
+                grid = decls[c].grid or opts.grid
+                numeric[c] = (parse_numbers(frame[c].tolist()), grid.edges())
+            else:
+                categorical[c] = frame[c].tolist()
+        if target in todo:
+            categorical[target] = frame[target].tolist()
+        values = release_values(
+            numeric, categorical, budget=budget, share=share_values, delta_key=plan.per_key
+        )
+        schema: dict[str, dict[str, Any]] = {}
+        for c in features:
+            d = decls[c]
+            if c in numeric:
+                lo, hi = quantile_bounds(
+                    values.histograms[c], numeric[c][1], values.bin_sigma[c], opts.quantiles
+                )
+                integer = d.integer if d.integer is not None else kinds[c].integer
+                low = d.low if d.low is not None else lo
+                high = d.high if d.high is not None else hi
+                if integer:
+                    low, high = float(math.floor(low)), float(math.ceil(high))
+                if high <= low:  # e.g. a declared low above the estimated high
+                    high = low + (1.0 if integer else max(abs(low), 1.0) * 1e-3)
+                schema[c] = ColumnSchema.numeric(low, high, integer, d.fill).to_json()
+            else:
+                cats = [*_sorted_values(list(values.released[c])), OTHER]
+                schema[c] = ColumnSchema.categorical(cats, OTHER).to_json()
+        if target in todo:
+            released = values.released[target]
+            classes = _sorted_values(list(released)) or [OTHER]
+            other = max(classes, key=lambda k: released.get(k, 0.0))
+            schema[target] = ColumnSchema.categorical(classes, other).to_json()
+        public = {
+            "schema": schema,
+            "delta": {
+                "total": privacy.delta,
+                "selection": plan.selection,
+                "per_key": plan.per_key,
+                "gaussian": plan.gaussian,
+            },
+            "released_counts": values.released,
+            "kinds": {c: list(k.noisy) for c, k in kinds.items()},
+        }
+        stats = {f"hist{i}": h.astype(np.float32) for i, h in enumerate(values.histograms.values())}
+        public["histograms"] = {f"hist{i}": c for i, c in enumerate(values.histograms)}
+        return Release(stats, public, budget.ledger())
+
+    parts = {
+        "what": "tabular_schema",
+        "version": SCHEMA_RELEASE_VERSION,
+        "dataset": name,
+        "file": file_fingerprint(raw.path),
+        "columns": list(raw.frame.columns),
+        "target": target,
+        "declared": {c: decls[c].key() for c in raw.frame.columns},
+        "privacy": asdict(privacy),
+        "share": settings.share,
+        "options": {**asdict(settings.options), "grid": repr(settings.options.grid)},
+        "seed": settings.seed,
+        "split": dict(split),
+    }
+    if settings.cache_dir:
+        cache = ReleaseCache(Path(settings.cache_dir) / "releases")
+        try:
+            release = cache.get_or_create(parts, build)
+        except OSError as exc:
             raise ConfigError(
-                f"dataset.schema.{target}: the target column must be declared with "
-                "categories (its class labels), e.g. {categories: [no, yes]}."
-            )
-        class_names = declared[target].categories
+                f"cache_dir={settings.cache_dir}: the schema release cannot be cached in "
+                f"{cache.root} ({exc}); the cache is what keeps a re-run from spending the "
+                "budget again. Set cache_dir=<a writable folder>."
+            ) from exc
     else:
-        class_names = tuple(_sorted_values(raw.frame[target].astype(str).tolist()))
-        inferred.append(target)
-    return features, class_names, inferred
+        release = build()
+    inferred = {c: ColumnSchema.from_json(d) for c, d in release.public["schema"].items()}
+    return inferred, release
 
 
 def load_table(
@@ -562,10 +979,11 @@ def load_table(
     train: RawTable,
     test: RawTable | None,
     target: str,
-    schema: Mapping[str, ColumnSchema] | None = None,
+    schema: Mapping[str, ColumnSchema | ColumnDecl] | None = None,
     categorical: Sequence[str] | None = None,
     test_fraction: float = 0.2,
     split_seed: int = 0,
+    settings: SchemaSettings | None = None,
 ) -> Dataset:
     """Encode raw tables into a tabular :class:`Dataset`.
 
@@ -574,24 +992,32 @@ def load_table(
         train: the training file's table; with ``test=None`` it is split in two.
         test: the test file's table, or None.
         target: the label column.
-        schema: public schema per column (target: its categories); missing columns are
-            inferred from ``train`` with a :class:`SchemaWarning`.
-        categorical: columns to treat as categorical when not in ``schema``.
+        schema: public schema per column (target: its categories); parts not declared are
+            inferred from ``train`` as ``settings.source`` says.
+        categorical: columns to treat as categorical when their kind is not in ``schema``;
+            when given, every other column is numeric (None: kinds are inferred).
         test_fraction: share held out when splitting ``train``.
         split_seed: seed of that (stratified when possible) split.
+        settings: how undeclared parts are inferred (default: DP, no privacy settings).
+
+    Returns:
+        The dataset, with ``spends`` (the schema's Gaussian releases, for the run's ledger),
+        ``schema_source`` and ``flags`` (``["not_dp"]`` when the schema was read off the data).
 
     Raises:
-        ConfigError: unknown target, categorical or schema column names.
-        DataError: malformed values, unknown categories, column mismatch, empty class.
+        ConfigError: unknown target, categorical or schema column names; undeclared parts
+            under ``declared``; ``dp`` without privacy settings.
+        DataError: a test file whose columns differ from the training file's.
     """
-    schema = dict(schema or {})
+    settings = settings or SchemaSettings()
+    decls = {str(k): ColumnDecl.of(v) for k, v in (schema or {}).items()}
     columns = [str(c) for c in train.frame.columns]
     if not isinstance(target, str) or target not in columns:
         raise ConfigError(
             f"dataset.target={target!r} is not a column of {train.path}; its columns are: "
             f"{', '.join(columns)}."
         )
-    for key, names in (("dataset.categorical", categorical or []), ("dataset.schema", schema)):
+    for key, names in (("dataset.categorical", categorical or []), ("dataset.schema", decls)):
         unknown = [n for n in names if n not in columns]
         if unknown:
             raise ConfigError(
@@ -607,31 +1033,74 @@ def load_table(
             )
         test = RawTable(test.frame[columns], test.lines, test.path)
 
-    features, class_names, inferred = infer_schema(train, target, categorical, schema)
-    if inferred:
+    decls = _numeric_kinds(columns, target, categorical, decls)
+    todo = [c for c in columns if decls[c].complete() is None]
+    source: SchemaSource = "declared"
+    flags: list[str] = []
+    spends: list[Any] = []
+    inferred: dict[str, ColumnSchema] = {}
+    release_info: dict[str, Any] = {}
+    schema_delta = 0.0
+    split = {"test_file": test is not None, "test_fraction": test_fraction, "seed": split_seed}
+    privacy = settings.privacy
+    nonprivate = settings.source == "nonprivate" or (
+        settings.source == "dp" and privacy is not None and math.isinf(privacy.epsilon)
+    )
+    if todo and settings.source == "declared":
+        missing = "; ".join(f"{c}: {', '.join(decls[c].missing())}" for c in todo)
+        raise ConfigError(
+            f"dataset.schema_source=declared, but dataset.schema does not declare: {missing}. "
+            "Declare them (public knowledge), or use schema_source=dp to estimate them under "
+            "the run's privacy budget."
+        )
+    if todo and nonprivate:
+        inferred = _infer_exact(train, decls, todo)
+        source, flags = "nonprivate", ["not_dp"]
+        why = (
+            "privacy.epsilon is infinite"
+            if settings.source == "dp"
+            else "schema_source=nonprivate (allow_nonprivate_schema=true)"
+        )
         warnings.warn(
             f"dataset {name!r}: the schema (categories / numeric bounds) of column(s) "
-            f"{', '.join(inferred)} was inferred from the private file {train.path}, so it is "
-            "released outside the DP guarantee. To keep the guarantee end to end, declare it "
-            "as public knowledge in dataset.schema, e.g. "
+            f"{', '.join(todo)} was inferred from the private file {train.path} ({why}), so it "
+            "is released outside the DP guarantee and the run is flagged not_dp. To keep the "
+            "guarantee end to end, declare it as public knowledge in dataset.schema, e.g. "
             "{column: {categories: [a, b]}, other: {low: 0, high: 100, integer: true}} "
-            "(encoder.schema_dict() prints the inferred one).",
+            "(encoder.schema_dict() prints the inferred one), or use schema_source=dp.",
             SchemaWarning,
             stacklevel=3,
         )
-    encoder = TabularEncoder(features, target, class_names, columns, inferred)
-    x = encoder.encode(train.frame, train.path, train.lines)
-    y = encoder.encode_labels(train.frame[target], train.path, train.lines)
+    elif todo:
+        inferred, release = _infer_dp(name, train, decls, todo, target, settings, split)
+        source = "dp"
+        spends = list(release.ledger.spends)
+        schema_delta = float(release.public["delta"]["selection"])
+        release_info = {
+            "cache_key": release.public.get("cache_key"),
+            "cache_hit": release.ledger.cache_hit,
+            "delta": dict(release.public["delta"]),
+            "epsilon_spent": release.ledger.epsilon_spent,
+        }
+    full = {c: inferred[c] if c in inferred else decls[c].complete() for c in columns}
+    label = full[target]
+    assert label is not None
+    label_other = label.other
+    features = {c: s for c, s in full.items() if c != target and s is not None}
+    encoder = TabularEncoder(features, target, label.categories, columns, todo, source, label_other)
+    encoder.schema_delta = schema_delta
+    encoder.schema_release = release_info
+    x = encoder.encode(train.frame, train.path)
+    y = encoder.encode_labels(train.frame[target], train.path)
     if test is not None:
         train_x, train_y = x, y
-        test_x = encoder.encode(test.frame, test.path, test.lines)
-        test_y = encoder.encode_labels(test.frame[target], test.path, test.lines)
-        source = train.path
+        test_x = encoder.encode(test.frame, test.path)
+        test_y = encoder.encode_labels(test.frame[target], test.path)
     else:
         idx_train, idx_test = _split(len(y), y, test_fraction, split_seed, train.path)
         train_x, train_y, test_x, test_y = x[idx_train], y[idx_train], x[idx_test], y[idx_test]
-        source = f"{train.path} (after the split)"
-    check_train_classes(name, train_y, encoder.class_names, source)
+    # No check for classes without training records: whether one is empty is a fact about
+    # the private data, and failing on it would tell neighbouring datasets apart.
     spec = DataSpec(
         name=name,
         kind="tabular",
@@ -649,6 +1118,9 @@ def load_table(
         test_x=test_x,
         test_y=test_y,
         encoder=encoder,
+        spends=spends,
+        schema_source=source,
+        flags=flags,
     )
 
 
