@@ -45,7 +45,13 @@ def tiny_dataset_overrides(name: str, tmp: Path) -> list[str]:
         return [f"data_dir={write_adult(tmp / 'adult', n_train=80, n_test=40)}"]
     if name == "csv":
         path = write_csv(tmp / "table.csv", n=80)
-        return [f"dataset.path={path}", "dataset.target=label"]
+        # the label set and column kinds are public here (declared); bounds are DP-inferred
+        return [
+            f"dataset.path={path}",
+            "dataset.target=label",
+            "dataset.categorical=[color,city]",
+            "dataset.schema={label:{categories:[no,yes]}}",
+        ]
     return []
 
 

@@ -102,9 +102,6 @@ CASES = {
     ),
     "truncated_idx": (_truncate_idx, DataError, "train-images-idx3-ubyte.gz"),
     "corrupted_celeba": (_corrupt_celeba, DataError, ".jpg"),
-    "csv_non_numeric": (_csv_numeric_column, DataError, "not-a-number"),
-    "csv_unknown_category": (_csv_unknown_test_category, DataError, "never-seen-category"),
-    "empty_class": (_empty_class, DataError, "9"),
     "cache_dir_not_writable": (
         lambda t: [f"cache_dir={_not_a_folder(t)}"],
         ConfigError,
@@ -129,6 +126,20 @@ def test_bad_input(tmp_path, case: str) -> None:
     message = str(info.value)
     assert needle in message, message
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "samples.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_csv_numeric_column, _csv_unknown_test_category, _empty_class],
+    ids=lambda f: f.__name__,
+)
+def test_data_dependent_oddities_never_abort(tmp_path, make) -> None:
+    """A run that stopped because a value or class was unseen in the private split would tell
+    neighbouring datasets apart with certainty: such data load and run (values clipped or
+    mapped to the column's "other", empty classes released as zeros plus noise)."""
+    cfg = compose_config(["method=pearl", "method.steps=2", *make(tmp_path)], tmp_path)
+    record = run(cfg, tmp_path / "run")
+    assert record["status"] == "completed"
 
 
 @pytest.mark.parametrize("group", ["dataset", "method", "eval"])

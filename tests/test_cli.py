@@ -105,7 +105,11 @@ def test_kill_and_resume(tmp_path) -> None:
     assert record["status"] == "completed"
     assert record["resumed_from_step"] >= 100
     assert record["privacy"]["cache_hit"] is True  # the release came from its cache
-    assert len(record["privacy"]["releases"]) == 1  # a single spend in the ledger
+    # the single original spend (the DP σ0² estimate and the embedding), nothing re-spent
+    assert [r["statistic"] for r in record["privacy"]["releases"]] == [
+        "mean_sq_norm+mean",
+        "embedding",
+    ]
 
 
 def test_sweep_skips_finished_jobs_and_survives_failures(tmp_path) -> None:

@@ -30,10 +30,15 @@ def test_end_to_end(tiny_config, tmp_path, dataset: str, method: str) -> None:
     assert on_disk == json.loads(json.dumps(record))  # what's returned is what's written
     assert on_disk["method"] == method and on_disk["dataset"] == dataset
     priv = on_disk["privacy"]
-    assert priv["epsilon"] == 1.0 and priv["delta"] == 1e-5
+    assert priv["epsilon"] == 1.0 and priv["delta"] == cfg.dataset.delta  # the dataset's δ
     if build_method(cfg).private:
-        assert 0 < priv["epsilon_spent"] <= 1.0
+        assert 0 < priv["epsilon_spent"] <= 1.0 and 0 < priv["epsilon_exact"] <= 1.0 + 1e-6
         assert priv["releases"]
+        assert priv["neighbours"] == "replace_one" and priv["accountant"] == "pld"
+    assert on_disk["executor"]["kind"] == "local"
+    assert on_disk["schema_source"] in ("declared", "dp")
+    if build_method(cfg).one_shot:  # the run keeps the release it trained on
+        assert (run_dir / "release.npz").exists() and len(on_disk["release"]["fingerprint"]) == 32
     assert on_disk["metrics"] and all(math.isfinite(v) for v in on_disk["metrics"].values())
     assert set(on_disk["higher_is_better"]) == set(on_disk["metrics"])
     assert {"load", "train", "sample", "evaluate", "total"} <= set(on_disk["timings"])
@@ -80,7 +85,12 @@ def test_rerun_reuses_the_release(tiny_config, tmp_path) -> None:
     first = run(cfg, tmp_path / "a")
     second = run(cfg, tmp_path / "b")
     assert not first["privacy"]["cache_hit"] and second["privacy"]["cache_hit"]
-    assert len(second["privacy"]["releases"]) == len(first["privacy"]["releases"]) == 1
+    # one spend each of the σ0² estimate and the embedding, recorded once, re-spent never
+    assert second["privacy"]["releases"] == first["privacy"]["releases"]
+    assert [r["statistic"] for r in first["privacy"]["releases"]] == [
+        "mean_sq_norm+mean",
+        "embedding",
+    ]
 
 
 @pytest.mark.parametrize(("eval_name", "kept"), [("fast", False), ("default", True)])

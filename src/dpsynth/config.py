@@ -61,6 +61,8 @@ def config_id(resolved: dict[str, Any]) -> str:
     (and run folder) wherever its data live.
     """
     kept = {k: v for k, v in resolved.items() if k not in RESULT_NEUTRAL_KEYS}
+    if isinstance(kept.get("dataset"), dict):  # where a loader caches is no result either
+        kept["dataset"] = {k: v for k, v in kept["dataset"].items() if k != "cache_dir"}
     blob = json.dumps(kept, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
 

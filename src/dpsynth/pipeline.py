@@ -7,6 +7,7 @@ Each stage is one function; :func:`run` only calls them in order and times them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -78,7 +79,7 @@ def make_context(cfg: DictConfig, run_dir: Path) -> RunContext:
     dataset_id = {
         k: v
         for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()
-        if k not in DATASET_OPTION_KEYS and k not in ("root", "download")
+        if k not in DATASET_OPTION_KEYS and k not in ("root", "download", "cache_dir")
     }
     logger = None
     if cfg.logger and "_target_" in cfg.logger:
@@ -236,6 +237,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     memory["load"] = peak_rss_mb()
     record["dataset"] = data.spec.name
     record["schema_source"] = getattr(data, "schema_source", "declared")
+    # δ the DP schema's partition selection used: the Gaussian accounting gets the rest.
+    privacy = dataclasses.replace(privacy, delta_reserved=data.delta_reserved)
+    record["privacy"]["delta_reserved"] = privacy.delta_reserved
     method.check(data.spec, {k: cfg.dataset.get(k) for k in DATASET_OPTION_KEYS}, data.n_train)
     preflight(cfg, data, privacy, method, run_dir)
     evaluator = build(cfg.eval)

@@ -3,36 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 import numpy as np
 
-from dpsynth.errors import ConfigError, DataError
-
-
-def check_train_classes(
-    name: str, train_y: np.ndarray, class_names: Sequence[str], source: str
-) -> None:
-    """Fail if a class has no training record.
-
-    A class absent from the private split cannot be learnt, and the conditional generators
-    and per-class releases would divide by zero or silently drop it, so it is an error.
-
-    Args:
-        name: dataset config name, for the message.
-        train_y: training labels, ``0..len(class_names)-1``.
-        class_names: public class names.
-        source: the file(s) the labels came from, for the message.
-    """
-    counts = np.bincount(np.asarray(train_y, dtype=np.int64), minlength=len(class_names))
-    empty = [f"{k} ({class_names[k]!r})" for k in range(len(class_names)) if counts[k] == 0]
-    if empty:
-        raise DataError(
-            f"dataset {name!r}: class {', '.join(empty)} has no records in the training split "
-            f"read from {source} ({len(train_y)} records; every one of the {len(class_names)} "
-            "classes needs at least one). Check that the files are complete and not a truncated "
-            "or filtered copy, or declare only the classes that occur."
-        )
+from dpsynth.errors import ConfigError
 
 
 def check_fraction(key: str, value: float) -> float:

@@ -96,5 +96,10 @@ class Dataset:
     flags: list[str] = field(default_factory=list)
 
     @property
+    def delta_reserved(self) -> float:
+        """δ the loader's DP schema inference used for partition selection (0 if none)."""
+        return float(getattr(self.encoder, "schema_delta", 0.0) or 0.0)
+
+    @property
     def n_train(self) -> int:
         return int(self.train_x.shape[0])

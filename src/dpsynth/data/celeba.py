@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from dpsynth.data._common import check_positive_int, check_train_classes, expand_root
+from dpsynth.data._common import check_positive_int, expand_root
 from dpsynth.data.base import Dataset, DataSpec
 from dpsynth.errors import ConfigError, DataError
 
@@ -395,7 +395,6 @@ def load_celeba(
     train_y = (column[train_rows] == 1).astype(np.int64)
     test_y = (column[test_rows] == 1).astype(np.int64)
     class_names = (f"not {attribute}", attribute)
-    check_train_classes("celeba", train_y, class_names, f"{attr_path} (attribute {attribute})")
 
     image_dir = os.path.join(folder, IMAGE_DIR)
     fingerprint = _fingerprint(size, train_files, test_files)

@@ -804,7 +804,7 @@ class DPSGDGAN(Method):
         q, after the ``prefix`` events, spend ≤ ε under ``privacy.neighbours`` by
         ``privacy.accountant``; or, with a fixed ``noise_multiplier``, the largest T ≤ ``steps``
         the budget allows. All by :mod:`dpsynth.privacy.accounting`."""
-        eps, delta = privacy.epsilon, privacy.delta
+        eps, delta = privacy.epsilon, privacy.accounting_delta  # δ left after load-time
         if not (eps > 0 and math.isfinite(eps)) or not 0 < delta < 1:
             raise ConfigError(
                 f"privacy.epsilon/privacy.delta: got ({eps}, {delta}); method={self.name} needs a "

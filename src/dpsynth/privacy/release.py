@@ -47,6 +47,14 @@ class PrivacySpec:
     delta: float
     accountant: str = "pld"
     neighbours: str = "replace_one"
+    #: δ already used by mechanisms outside the Gaussian accounting (partition selection of a
+    #: DP schema, ``dpsynth.privacy.schema``); the Gaussian releases are accounted at the rest.
+    delta_reserved: float = 0.0
+
+    @property
+    def accounting_delta(self) -> float:
+        """The δ at which the run's Gaussian releases and DP-SGD steps are accounted."""
+        return self.delta - self.delta_reserved
 
 
 @dataclass(frozen=True)
@@ -112,18 +120,18 @@ class Ledger:
     created_at: float = field(default_factory=time.time)
     neighbours: str = "replace_one"
     epsilon_exact: float | None = None
+    delta_reserved: float = 0.0
 
     @classmethod
     def account(cls, privacy: PrivacySpec, spends: list[Spend]) -> Ledger:
-        """The ledger of ``spends``, its ε computed by the run's accountant and by PLD."""
+        """The ledger of ``spends``, its ε computed by the run's accountant and by PLD, at the
+        δ left after ``privacy.delta_reserved`` (so the whole run is (ε, δ)-DP)."""
         events = [s.event() for s in spends]
+        delta = privacy.accounting_delta
         spent = epsilon_spent(
-            events,
-            delta=privacy.delta,
-            neighbours=privacy.neighbours,
-            accountant=privacy.accountant,
+            events, delta=delta, neighbours=privacy.neighbours, accountant=privacy.accountant
         )
-        exact = exact_epsilon(events, delta=privacy.delta, neighbours=privacy.neighbours)
+        exact = exact_epsilon(events, delta=delta, neighbours=privacy.neighbours)
         return cls(
             privacy.epsilon,
             privacy.delta,
@@ -132,6 +140,7 @@ class Ledger:
             list(spends),
             neighbours=privacy.neighbours,
             epsilon_exact=exact,
+            delta_reserved=privacy.delta_reserved,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,7 +189,7 @@ class Budget:
         self.privacy = privacy
         self.spends: list[Spend] = []
         self.total = calibrate_gaussian(
-            epsilon=privacy.epsilon, delta=privacy.delta, accountant=privacy.accountant
+            epsilon=privacy.epsilon, delta=privacy.accounting_delta, accountant=privacy.accountant
         )
 
     def multiplier(self, share: float | None = None) -> float:
