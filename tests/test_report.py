@@ -69,6 +69,7 @@ def write_run(
         "cpu_seconds": 18.0 + seed,
         "git_sha": "0123456789abcdef0123",
         "versions": {},
+        "executor": {"kind": "slurm", "node": "gpu7"} if seed == 2 else {"kind": "local"},
     }
     if error:
         record["error"] = error
@@ -238,6 +239,9 @@ def test_files_and_self_contained_html(report: dict[str, Any]) -> None:
     assert "12 found, 9 completed, 1 failed, 2 superseded" in page
     # every run found was paid for: wall 10 + seed s each, CPU 18 + seed s
     assert re.search(r"Compute: 0\.0\d h wall over 12 run\(s\); 0\.0\d h CPU over the 12 ", page)
+    # the compute bill per executor (issue 14): local runs and the SLURM node's apart
+    assert re.search(r"by executor: local: 0\.0\d h wall, 0\.0\d h CPU \(\d+ runs\); ", page)
+    assert re.search(r"slurm \(gpu7\): 0\.0\d h wall, 0\.0\d h CPU \(\d+ runs\)", page)
     assert "Flags: 1 run(s) flagged (mode collapse: 3 distinct samples)" in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 5 and all(base64.b64decode(b)[:4] == b"\x89PNG" for b in images)

@@ -4,8 +4,12 @@
 
 - ``status``: ``completed`` | ``failed``; ``error`` (message when failed)
 - ``method``, ``dataset``, ``seed``, ``config_hash``
-- ``privacy``: ``epsilon``, ``delta``, ``epsilon_spent``, ``accountant``, ``releases`` (list of
-  Gaussian mechanisms applied to the private data), ``cache_hit``
+- ``privacy``: ``epsilon``, ``delta``, ``delta_reserved`` (δ used by DP schema selection),
+  ``neighbours``, ``accountant``, ``epsilon_spent`` (by that accountant), ``epsilon_exact``
+  (PLD), ``releases`` (every mechanism applied to the private data), ``cache_hit``
+- ``schema_source`` (``declared`` | ``dp`` | ``nonprivate``); ``release``: the one-shot
+  release's fingerprint and public facts (e.g. the DP σ0² estimate); ``executor``: where the
+  run ran (local | joblib | slurm | ray, node, job ids; :mod:`dpsynth.executor`)
 - ``metrics``: namespaced keys (``eval/acc_logreg``, ``eval/roc_auc``, ...);
   ``higher_is_better``: the same keys → bool; ``flags``: warnings such as mode collapse or a
   collapsed PEARL critic; ``diagnostics``: facts about the trained model (critic concentration)

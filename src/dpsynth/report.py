@@ -69,6 +69,7 @@ RUN_COLUMNS = [
     "note",
     "wall_seconds",
     "cpu_seconds",
+    "executor",
 ]
 # Fallback direction for metrics only the published tables have (our runs carry their own).
 _LOWER_IS_BETTER = re.compile(r"fid|loss|time|timings/|epsilon|error|mse|distance", re.I)
@@ -179,6 +180,7 @@ def _read_run(path: Path) -> tuple[dict[str, Any], dict[str, float], dict[str, b
         "note": "",
         "wall_seconds": _float((rec.get("timings") or {}).get("total")),
         "cpu_seconds": _float(rec.get("cpu_seconds")),
+        "executor": executor_label(rec.get("executor")),
     }
     metrics = {k: float(v) for k, v in (rec.get("metrics") or {}).items() if _is_number(v)}
     hib = {k: bool(v) for k, v in (rec.get("higher_is_better") or {}).items()}
@@ -453,6 +455,15 @@ def _header_lines(title: str, table: pd.DataFrame, runs: pd.DataFrame) -> list[s
     return lines
 
 
+def executor_label(info: Any) -> str:
+    """Where a run ran, as the report groups it: local, joblib, slurm (node) or ray (node)."""
+    if not isinstance(info, dict):
+        return "unrecorded"
+    kind = str(info.get("kind") or "unrecorded")
+    node = info.get("node") or info.get("hostname")
+    return f"{kind} ({node})" if kind in ("slurm", "ray") and node else kind
+
+
 def compute_line(table: pd.DataFrame) -> str:
     """What the study cost: wall and CPU hours summed over every run found (failed and
     superseded ones too: they were paid for). CPU time is process time of all threads, in the
@@ -462,6 +473,14 @@ def compute_line(table: pd.DataFrame) -> str:
     text = f"Compute: {wall.sum() / 3600:.2f} h wall over {len(wall)} run(s)"
     if len(cpu):
         text += f"; {cpu.sum() / 3600:.2f} h CPU over the {len(cpu)} run(s) that recorded it"
+    by = table.groupby("executor", dropna=False)
+    if by.ngroups > 1 or (by.ngroups == 1 and "unrecorded" not in table["executor"].values):
+        parts = [
+            f"{name}: {g['wall_seconds'].sum() / 3600:.2f} h wall, "
+            f"{g['cpu_seconds'].sum() / 3600:.2f} h CPU ({len(g)} runs)"
+            for name, g in by
+        ]
+        text += " — by executor: " + "; ".join(parts)
     return text
 
 
