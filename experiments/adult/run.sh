@@ -14,4 +14,4 @@ EVAL="${EVAL:-default}"
 dpsynth -m study=adult dataset=adult data_dir="${DPSYNTH_DATA:-../shared/data/adult}" method="$METHODS" privacy.epsilon="$EPSILONS" \
   seed="$SEEDS" eval="$EVAL" "$@"
 dpsynth-report outputs/multirun/adult --compare experiments/adult/published.csv \
-  --out results/adult
+  --protocol sklearn11-adulttest-scoreauc --out results/adult  # experiments/protocols.csv

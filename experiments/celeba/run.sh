@@ -24,6 +24,12 @@ METHODS="${METHODS:-pearl,pearl_tuned,dpmerf,dpsgd}"
 EPSILONS="${EPSILONS:-1,10}"
 SEEDS="${SEEDS:-0,1,2}"
 EVAL="${EVAL:-default}"
+# Our evaluation protocol (an id of experiments/protocols.csv), named in the report's header;
+# only published rows of the same protocol get a verdict.
+case "$EVAL" in
+  default) PROTOCOL=lenet60k-test-fid2k ;;
+  *) PROTOCOL=lenet60k-test-fid10k ;;  # paper; classifiers/fast: the same classifiers, no FID
+esac
 
 DATA_DIR="${DPSYNTH_DATA:-$HOME/.cache/dpsynth/data}"
 EXPLICIT=""
@@ -70,7 +76,7 @@ fi
 dpsynth -m study="$STUDY" dataset=celeba data_dir="$DATA_DIR" method="$METHODS" \
   privacy.epsilon="$EPSILONS" seed="$SEEDS" eval="$EVAL" ${ARGS[@]+"${ARGS[@]}"}
 dpsynth-report "outputs/multirun/$STUDY" ${COMPARE[@]+"${COMPARE[@]}"} --out "$OUT" \
-  --title "$TITLE"
+  --title "$TITLE" --protocol "$PROTOCOL"
 if [ "$STUDY" != celeba ]; then
   cat >"$OUT/GENERATED_DATA_SMOKE_TEST.md" <<EOF
 # GENERATED DATA: a smoke test, not results

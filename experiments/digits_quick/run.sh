@@ -13,4 +13,4 @@ EVAL="${EVAL:-classifiers}"
 dpsynth -m study=digits_quick dataset=digits method="$METHODS" privacy.epsilon="$EPSILONS" \
   seed="$SEEDS" eval="$EVAL" "$@"
 dpsynth-report outputs/multirun/digits_quick --compare experiments/digits_quick/published.csv \
-  --out results/digits_quick
+  --protocol digits-10k-test360 --out results/digits_quick  # experiments/protocols.csv

@@ -11,4 +11,5 @@ dpsynth -m study=pearl_fmnist dataset=fashion_mnist \
   eval=classifiers 'eval.classifiers=[logreg,cnn]' eval.privacy_metrics.enabled=false \
   cache_dir=outputs/cache/pearl_fmnist "$@"
 dpsynth-report outputs/multirun/pearl_fmnist \
-  --compare experiments/fmnist_table/published.csv --out results/pearl_fmnist
+  --compare experiments/fmnist_table/published.csv --out results/pearl_fmnist \
+  --protocol lenet60k-test-fid10k  # experiments/protocols.csv: the classifiers, no FID

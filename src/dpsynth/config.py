@@ -54,15 +54,42 @@ RESULT_NEUTRAL_KEYS = (
 )
 
 
+#: Method keys that label a preset without changing what it computes (read by the report).
+METHOD_LABEL_KEYS = ("preset_selection",)
+
+
+def method_version(method: Any) -> str | None:
+    """The code version (``Method.version``) of the class a method config's ``_target_`` names;
+    None when there is no ``_target_`` or it does not import (the run then stops with its own
+    error when the method is built, naming the key)."""
+    target = method.get("_target_") if isinstance(method, dict) else None
+    if not target:
+        return None
+    from hydra.utils import get_class
+
+    try:
+        return str(get_class(str(target)).version)
+    except Exception:  # reported where the method is built, not here
+        return None
+
+
 def config_id(resolved: dict[str, Any]) -> str:
     """Short hash of everything in a resolved config that can change a run's results.
 
-    Paths, loggers and progress bars are left out, so the same experiment gets the same id
+    That includes the code version of the method (``Method.version``, from the class the
+    method's ``_target_`` names): a run made by other method code gets another id, so a
+    resumed sweep re-runs it instead of skipping it. Paths, loggers, progress bars and preset
+    labels (``method.preset_selection``) are left out, so the same experiment gets the same id
     (and run folder) wherever its data live.
     """
     kept = {k: v for k, v in resolved.items() if k not in RESULT_NEUTRAL_KEYS}
     if isinstance(kept.get("dataset"), dict):  # where a loader caches is no result either
         kept["dataset"] = {k: v for k, v in kept["dataset"].items() if k != "cache_dir"}
+    if isinstance(kept.get("method"), dict):
+        version = method_version(kept["method"])
+        kept["method"] = {k: v for k, v in kept["method"].items() if k not in METHOD_LABEL_KEYS}
+        if version is not None:
+            kept["method_version"] = version
     blob = json.dumps(kept, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
 

@@ -206,6 +206,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "schema_version": 1,
         "status": "running",
         "method": method.name,
+        "method_version": method.version,
         "dataset": None,
         "seed": int(cfg.seed),
         "config_hash": config_id(resolved),

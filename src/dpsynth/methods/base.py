@@ -131,9 +131,19 @@ class Synthesizer:
 
 
 class Method:
-    """Base class. Subclasses set the class variables and implement one training path."""
+    """Base class. Subclasses set the class variables and implement one training path.
+
+    ``version`` is the code version of the method (e.g. ``"pearl-2"``). Bump rule: it changes
+    whenever the method's results would change for the same config: a change to its mechanism,
+    its release, its training, its sampling or any shared code it runs (a change to
+    :mod:`dpsynth.methods.oneshot` bumps every one-shot method). Refactors that leave every
+    output bit-identical keep it. It enters the run's config id (a resumed sweep re-runs jobs
+    made by another version), the release cache key and ``metrics.json``
+    (``method_version``), and ``dpsynth-report`` never pools runs of different versions.
+    """
 
     name: ClassVar[str] = ""
+    version: ClassVar[str] = "unversioned"
     kinds: ClassVar[frozenset[Kind]] = frozenset({"image", "tabular"})
     one_shot: ClassVar[bool] = True
     private: ClassVar[bool] = True

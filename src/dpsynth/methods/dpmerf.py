@@ -19,3 +19,4 @@ class DPMERF(EmbeddingMethod):
     """DP-MERF (``method=dpmerf``)."""
 
     name = "dpmerf"
+    version = "dpmerf-1"  # bump rule: Method's docstring

@@ -660,6 +660,7 @@ class DPSGDGAN(Method):
 
     one_shot = False
     kinds = frozenset({"image", "tabular"})
+    version = "dpsgd-1"  # bump rule: Method's docstring
 
     def __init__(
         self,
@@ -688,6 +689,7 @@ class DPSGDGAN(Method):
         g_ema: float = 0.999,
         secure_mode: bool = False,
         checkpoint_every: int = 500,
+        preset_selection: str = "authors",  # provenance label for dpsynth-report; unused here
     ) -> None:
         self.name, self.private = str(name), bool(private)  # instance values over ClassVars
         if not self.name:

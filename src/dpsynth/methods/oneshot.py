@@ -324,6 +324,7 @@ class EmbeddingMethod(Method):
         label_sampling: str = "balanced",
         sigma0_share: float = 0.05,
         name: str | None = None,
+        preset_selection: str = "authors",  # provenance label for dpsynth-report; unused here
     ) -> None:
         if label_sampling not in ("balanced", "random"):
             raise ConfigError(
@@ -462,6 +463,7 @@ class EmbeddingMethod(Method):
         parts = {
             **public,
             "release_version": RELEASE_VERSION,
+            "method_version": self.version,
             "dataset": ctx.dataset_id,
             "data": fingerprint(data.train_x, data.train_y),
             "load_spends": [vars(s) for s in getattr(data, "spends", [])],

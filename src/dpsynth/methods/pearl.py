@@ -61,6 +61,7 @@ class PEARL(EmbeddingMethod):
     """PEARL (``method=pearl``): the embedding release plus the re-weighting critic."""
 
     name = "pearl"
+    version = "pearl-1"  # bump rule: Method's docstring
 
     def __init__(
         self,

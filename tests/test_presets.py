@@ -1,0 +1,129 @@
+"""Method presets (issue 12): ``pearl_tuned`` extends ``pearl`` through Hydra's defaults list and
+composes to the values it had as a full copy; every preset says how it was chosen
+(``provenance`` comment, ``preset_selection`` key) and the methods accept that label; the code
+version of a method (``Method.version``) enters the run's config id, and a tiny run records it
+in metrics.json beside the preset label in config.json, where the report reads both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from dpsynth.config import CONF_DIR, config_id, group_options
+from dpsynth.methods.base import Method
+from dpsynth.methods.pearl import PEARL
+from dpsynth.pipeline import build_method
+from tests.conftest import compose_config
+
+# conf/method/pearl_tuned.yaml as a full copy of pearl.yaml, before it inherited (resolved).
+PEARL_TUNED_BEFORE = {
+    "_target_": "dpsynth.methods.pearl.PEARL",
+    "num_features": 1500,
+    "sigma0_sq": None,
+    "freq_seed": None,
+    "class_counts": "auto",
+    "critic": True,
+    "critic_lr": 0.01,
+    "critic_every": 5,
+    "steps": 3000,
+    "batch_size": 300,
+    "lr": 0.01,
+    "scheduler": "cosine",
+    "loss_scale": 0.3333333333333333,
+    "code_dim": 5,
+    "hidden": 200,
+    "base_channels": 16,
+    "mid_channels": 8,
+    "tabular_code_dim": 16,
+    "tabular_width": 0,
+    "checkpoint_every": 500,
+    "label_sampling": "random",
+    "name": "pearl_tuned",
+}
+SELECTION = {
+    "pearl": "authors",
+    "pearl_tuned": "test_set",
+    "dpmerf": "authors",
+    "dpsgd": "test_set",
+    "nonprivate_gan": "test_set",
+}
+
+
+def method_config(name: str, tmp_path: Path) -> dict:
+    cfg = compose_config([f"method={name}"], tmp_path)
+    return OmegaConf.to_container(cfg.method, resolve=True)
+
+
+def test_pearl_tuned_composes_as_before(tmp_path: Path) -> None:
+    tuned = method_config("pearl_tuned", tmp_path)
+    assert tuned.pop("preset_selection") == "test_set"
+    assert tuned == PEARL_TUNED_BEFORE
+    assert tuned["name"] == "pearl_tuned"
+    # and it is pearl plus only its differences
+    pearl = method_config("pearl", tmp_path)
+    assert pearl.pop("preset_selection") == "authors"
+    differ = {k for k in tuned.keys() | pearl.keys() if tuned.get(k) != pearl.get(k)}
+    assert differ == {"name", "batch_size", "scheduler"}
+    raw = OmegaConf.load(CONF_DIR / "method" / "pearl_tuned.yaml")
+    assert list(raw["defaults"]) == ["pearl", "_self_"]
+    assert set(raw) == {"defaults", "name", "batch_size", "scheduler", "preset_selection"}
+    method = build_method(compose_config(["method=pearl_tuned"], tmp_path))
+    assert isinstance(method, PEARL) and method.name == "pearl_tuned"
+    assert (method.batch_size, method.scheduler) == (300, "cosine")
+
+
+@pytest.mark.parametrize("name", sorted(SELECTION))
+def test_every_preset_says_how_it_was_chosen(name: str, tmp_path: Path) -> None:
+    assert name in group_options("method")
+    text = (CONF_DIR / "method" / f"{name}.yaml").read_text()
+    assert "# provenance:" in text
+    comments = " ".join(ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#"))
+    if SELECTION[name] == "test_set":
+        assert "on the Fashion-MNIST test set — not under the selection protocol" in comments
+    assert method_config(name, tmp_path)["preset_selection"] == SELECTION[name]
+    method = build_method(compose_config([f"method={name}"], tmp_path))  # the label is accepted
+    assert method.name == name and method.version not in ("", Method.version)
+
+
+def test_methods_accept_the_label_from_the_raw_yaml() -> None:
+    """Code that instantiates a method YAML directly (not through build_method) works too."""
+    from hydra.utils import instantiate
+
+    for stem in ("pearl", "dpmerf", "dpsgd", "nonprivate_gan"):
+        cfg = OmegaConf.load(CONF_DIR / "method" / f"{stem}.yaml")
+        assert instantiate(cfg).name == stem
+
+
+def test_method_version_enters_the_config_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolved = OmegaConf.to_container(compose_config(["method=pearl"], tmp_path), resolve=True)
+    before = config_id(resolved)
+    monkeypatch.setattr(PEARL, "version", "pearl-999")
+    assert config_id(resolved) != before  # other code: another run folder, never skipped
+    monkeypatch.undo()
+    assert config_id(resolved) == before
+    relabelled = json.loads(json.dumps(resolved))
+    relabelled["method"]["preset_selection"] = "validation"
+    assert config_id(relabelled) == before  # a label is not a result
+
+
+def test_tiny_run_records_version_and_preset(tiny_config, tmp_path: Path) -> None:
+    """metrics.json records ``method_version``; config.json holds ``method.preset_selection``;
+    the report reads both, and the one-shot release's ledger composes in the total cost."""
+    from dpsynth.pipeline import run
+    from dpsynth.report import collect_runs, privacy_cost
+
+    cfg = tiny_config("digits", "pearl_tuned")
+    record = run(cfg, tmp_path / "run")
+    assert record["status"] == "completed" and record["method_version"] == PEARL.version
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["method"]["preset_selection"] == "test_set"
+    runs = collect_runs([tmp_path / "run"])
+    assert set(runs["method_version"]) == {PEARL.version}
+    assert set(runs["preset_selection"]) == {"test_set"}
+    (line,) = privacy_cost(runs)
+    assert "1 DP run(s) published 1 release(s)" in line and "composed ε = " in line
