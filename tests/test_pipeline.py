@@ -36,6 +36,9 @@ def test_end_to_end(tiny_config, tmp_path, dataset: str, method: str) -> None:
         assert priv["releases"]
         assert priv["neighbours"] == "replace_one" and priv["accountant"] == "pld"
     assert on_disk["executor"]["kind"] == "local"
+    assert all(
+        k.startswith(("eval/real_", "eval/dcr", "eval/mia")) for k in on_disk["not_dp_metrics"]
+    )
     assert on_disk["schema_source"] in ("declared", "dp")
     if build_method(cfg).one_shot:  # the run keeps the release it trained on
         assert (run_dir / "release.npz").exists() and len(on_disk["release"]["fingerprint"]) == 32

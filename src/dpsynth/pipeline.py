@@ -322,6 +322,8 @@ def _execute(
         timings.update({f"evaluate/{k}": v for k, v in getattr(evaluator, "timings", {}).items()})
         record["metrics"] = {k: float(v) for k, v in metrics.items()}
         record["higher_is_better"] = {k: bool(evaluator.higher_is_better(k)) for k in metrics}
+        reads_private = getattr(evaluator, "reads_private", lambda key: False)
+        record["not_dp_metrics"] = sorted(k for k in metrics if reads_private(k))
         table = write_synthetic(run_dir, data, x, y)
         record["status"] = "completed"
         if ctx.logger is not None:

@@ -199,6 +199,14 @@ class Evaluator:
         return {f"eval/{k}": float(v) for k, v in sorted(out.items())}
 
     @staticmethod
+    def reads_private(key: str) -> bool:
+        """Whether a metric is computed from the private training split (a real-data ceiling,
+        distances to the training records, a membership attack): its number is no DP release,
+        so records list it under ``not_dp_metrics`` and reports mark it "not DP"."""
+        name = key.removeprefix("eval/")
+        return name.startswith(("real_", "dcr", "mia_auc"))
+
+    @staticmethod
     def higher_is_better(key: str) -> bool:
         """Direction of a metric key (with or without ``eval/``), for sweeps and tables.
 
@@ -209,7 +217,9 @@ class Evaluator:
         if name.startswith(("fid", "kid", "tvd", "mia_auc", "single_class")):
             return False  # distances, discrepancies, attack success, degenerate output
         if name.startswith(("acc", "roc_auc", "pr_auc", "f1", "dcr")):
-            return True  # utility; DCR: farther from the training records is more private
+            # utility; DCR: farther from the training records is more private — a privacy
+            # diagnostic, not a score (poor fidelity also raises it): reports give it no verdict
+            return True
         raise ConfigError(
             f"unknown metric key '{key}'; known families: eval/acc*, eval/roc_auc*, "
             "eval/pr_auc*, eval/f1*, eval/dcr*, eval/fid, eval/kid*, eval/tvd_*, eval/mia_auc "
