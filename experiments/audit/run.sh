@@ -19,7 +19,8 @@ PART="${PART:-all}"                          # all | oneshot | dpsgd | onerun
 DPSGD_TRIALS="${DPSGD_TRIALS:-100000}"       # steps per dataset, one step at ε = 10
 DPSGD_EPS1_TRIALS="${DPSGD_EPS1_TRIALS:-20000}"  # steps per dataset, one step at ε = 1
 CANARIES="${CANARIES:-1000}"                 # one-run canaries
-OUT=results/audit
+ONERUN_STEPS="${ONERUN_STEPS:-}"             # one-run T (default: the run's, 3000)
+OUT="${OUT:-results/audit}"                 # where audit.{md,json} go
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 # The dpsynth-audit console command (python -m works before the entry point is installed).
@@ -78,7 +79,7 @@ fi
 if [[ "$PART" == all || "$PART" == onerun ]]; then
   # Whole runs: T = 3000 Poisson-sampled steps (q = 256/60,000) of the 28×28 discriminator with
   # 1000 Dirac gradient canaries, at the σ of a run at ε = 1 (and 10).
-  C=(--one-run --canaries "$CANARIES")
+  C=(--one-run --canaries "$CANARIES" ${ONERUN_STEPS:+--steps "$ONERUN_STEPS"})
   run 0 dpsgd-onerun-eps1 method=dpsgd privacy=eps1 "${C[@]}"
   run 0 dpsgd-onerun-eps10 method=dpsgd privacy=eps10 "${C[@]}"
   for bug in no-clip no-noise; do
