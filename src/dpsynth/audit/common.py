@@ -386,7 +386,12 @@ def auditable_methods() -> list[str]:
 
     names = []
     for name in group_options("method"):
-        target = OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml").get("_target_")
+        node = OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml")
+        target = node.get("_target_")
+        for parent in node.get("defaults", []) if target is None else []:
+            # a preset that extends another (defaults: [pearl, _self_]) has its parent's target
+            if isinstance(parent, str) and parent != "_self_":
+                target = OmegaConf.load(CONF_DIR / "method" / f"{parent}.yaml").get("_target_")
         try:
             if target and issubclass(get_class(str(target)), EmbeddingMethod):
                 names.append(name)

@@ -929,7 +929,7 @@ class DPSGDGAN(Method):
         private module); its ``history`` is what :func:`history_events` turns into events.
 
         ``train_private`` builds its module here, and so does the empirical DP-SGD audit
-        (``dpsynth.privacy.audit_dpsgd``), which passes ``batch_size`` = its tiny dataset's
+        (``dpsynth.audit.dpsgd``), which passes ``batch_size`` = its tiny dataset's
         size to audit a full-batch (q = 1) step; everything else is this config's.
         """
         return GANModule(
