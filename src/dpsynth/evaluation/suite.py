@@ -7,7 +7,7 @@
   against the real test split (``eval/fid``, ``eval/kid``, ``eval/kid_std``);
 * tabular: the scikit-learn suite (binary: ``eval/roc_auc[_<clf>]``, ``eval/pr_auc[_<clf>]``;
   multi-class: ``eval/f1[_<clf>]``; both: ``eval/acc[_<clf>]``), its ``real_`` ceiling, and
-  marginal fidelity (``eval/tvd_1way``, ``eval/tvd_2way``);
+  marginal fidelity (``eval/tvd_1way``, ``eval/tvd_2way``, ``eval/tvd_3way``);
 * both: empirical privacy (``eval/dcr_ratio``, ``eval/mia_auc``, ...).
 
 The real training split is read only for the ceiling and the privacy metrics; every other
@@ -33,6 +33,7 @@ from dpsynth.evaluation.classifiers import IMAGE_CLASSIFIERS, get_image_classifi
 from dpsynth.evaluation.privacy_metrics import privacy_metrics
 from dpsynth.evaluation.tabular import (
     TABULAR_CLASSIFIERS,
+    kway_tvd,
     marginal_tvd,
     tabular_utility,
     with_label_column,
@@ -346,4 +347,5 @@ class Evaluator:
                 out["tvd_1way"], out["tvd_2way"] = marginal_tvd(
                     syn_t, real_t, cols, n_bins=self.tvd_bins
                 )
+                out["tvd_3way"] = kway_tvd(syn_t, real_t, cols, 3, n_bins=self.tvd_bins)
         return out
