@@ -24,7 +24,7 @@ what the load-time releases used), with the paper's schedule:
   √(2/π)·σ·|c| in L1, σ is halved and the selection's ε doubled (both steps' 1/m² × 4).
 
 Training (post-processing of the release): Private-PGM fitted to all measurements (``steps``
-iterations; the paper's final 2,500... here configurable), then sampled (randomized rounding).
+mirror-descent iterations, 2,500 in the reference code), then sampled (randomized rounding).
 
 Cost: every round projects the model on every small-enough candidate (NumPy variable
 elimination) and re-fits it (JAX); the paper warns that AIM takes hours at its defaults.
@@ -33,7 +33,9 @@ elimination) and re-fits it (JAX); the paper warns that AIM takes hours at its d
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,6 +55,8 @@ from dpsynth.methods.marginals import (
     model_size_mb,
     project_many,
 )
+
+log = logging.getLogger("dpsynth")
 
 
 class AIM(MarginalMethod):
@@ -153,6 +157,7 @@ class AIM(MarginalMethod):
         model = estimate(names, sizes, ms, total=n, steps=self.round_steps)
         sizes_cache: dict[tuple, dict[tuple[str, ...], float]] = {}
         rounds, annealed, last = 0, 0, False
+        t0 = time.perf_counter()
         while not last:
             rounds += 1
             rem = ledger.left
@@ -202,6 +207,16 @@ class AIM(MarginalMethod):
             if not last and np.abs(after - before).sum() <= bias * cells(size, chosen):
                 u_meas, u_sel = 4 * u_meas, 4 * u_sel  # σ / 2, selection ε × 2
                 annealed += 1
+            # public: the round's choice (post-processing of its noisy release) and its cost
+            log.info(
+                "aim round %d: %s of %d candidates, σ %.3g, budget used %.1f%%, %.1f s",
+                rounds,
+                ",".join(chosen),
+                len(small),
+                sigma,
+                100 * (ledger.used - ledger.start) / budget,
+                time.perf_counter() - t0,
+            )
         return ms, {"rounds": rounds, "annealed": annealed}
 
 

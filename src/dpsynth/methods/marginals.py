@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import math
 import time
 import warnings
@@ -79,6 +80,7 @@ def require_mbi(method: str = "aim/mst") -> Any:
         import jax
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ConfigError(_missing(method)) from e
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)  # "no TPU" notices
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_enable_compilation_cache", False)
     try:
