@@ -19,6 +19,7 @@ Three kinds of bound, each valid at its stated confidence for *any* mechanism th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,6 +71,20 @@ def epsilon_from_rates(
         upper = np.log(np.clip(1.0 - delta - fnr_upper, 0.0, None) / fpr_upper)
         lower = np.log(np.clip(1.0 - delta - fpr_upper, 0.0, None) / fnr_upper)
     return np.nan_to_num(upper, nan=-np.inf), np.nan_to_num(lower, nan=-np.inf)
+
+
+class AuditRecord:
+    """What every audit result shares: a JSON-able dict and the verdict line."""
+
+    violation: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def verdict(self, claim: str = "claimed ε") -> str:
+        if self.violation:
+            return f"VIOLATION: the audited lower bound exceeds the {claim}"
+        return f"consistent: lower bound ≤ {claim}"
 
 
 @dataclass

@@ -69,6 +69,7 @@ from typing import Any
 import numpy as np
 
 from dpsynth.audit.common import (
+    AuditRecord,
     check_int,
     check_split,
     check_unit,
@@ -226,7 +227,7 @@ def make_module(
 
 
 @dataclass
-class DPSGDAuditResult:
+class DPSGDAuditResult(AuditRecord):
     """One audit of one DP-SGD discriminator step (all of it JSON-serialisable)."""
 
     audit: str
@@ -262,15 +263,8 @@ class DPSGDAuditResult:
     seconds: float
     trials_per_second: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def summary(self) -> str:
-        verdict = (
-            "VIOLATION: the audited lower bound exceeds the claimed one-step ε"
-            if self.violation
-            else "consistent: lower bound ≤ claimed one-step ε"
-        )
+        verdict = self.verdict("claimed one-step ε")
         return (
             f"dpsynth-audit: {self.method}: one DP discriminator step of a run at ε "
             f"{self.epsilon:g}, δ {self.delta:g} ({self.accountant}, {self.neighbours}; n = "
@@ -602,7 +596,7 @@ def _canary_optimizer(canaries: _DiracCanaries) -> Iterator[type]:
 
 
 @dataclass
-class OneRunResult:
+class OneRunResult(AuditRecord):
     """A one-run audit of a DP-SGD training run (all of it JSON-serialisable)."""
 
     audit: str
@@ -643,15 +637,8 @@ class OneRunResult:
     steps_per_second: float
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def summary(self) -> str:
-        verdict = (
-            "VIOLATION: the audited lower bound exceeds the claimed ε"
-            if self.violation
-            else "consistent: lower bound ≤ claimed ε"
-        )
+        verdict = self.verdict()
         b = self.best
         return (
             f"dpsynth-audit: {self.method}: one-run audit (Steinke, Nasr, Jagielski 2023) of a "

@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 
 from dpsynth.audit.common import (
+    AuditRecord,
     check_int,
     check_split,
     gaussian_exact_epsilon,
@@ -345,7 +346,7 @@ def antipodal_pair(freqs: np.ndarray, shape: tuple[int, int], seed: int) -> tupl
 
 
 @dataclass
-class AuditResult:
+class AuditResult(AuditRecord):
     """Everything a reader needs to judge one audit (all of it JSON-serialisable)."""
 
     audit: str
@@ -383,15 +384,8 @@ class AuditResult:
     releases_per_second: float
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def summary(self) -> str:
-        verdict = (
-            "VIOLATION: the audited lower bound exceeds the claimed ε"
-            if self.violation
-            else "consistent: lower bound ≤ claimed ε"
-        )
+        verdict = self.verdict()
         if not self.cache["ok"]:
             verdict += "; CACHE VIOLATION: a cache hit spent or changed the release"
         mech = self.mechanism
