@@ -3,6 +3,7 @@ folder it writes, and the config validation that runs before any work."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -56,9 +57,8 @@ def test_end_to_end(tiny_config, tmp_path, dataset: str, method: str) -> None:
     stages = ["load", "train", "sample", "evaluate"]
     assert set(stages) <= set(peaks) and ("release" in peaks) == build_method(cfg).one_shot
     # Linux counts RSS per thread with some slack (split RSS counting): allow 2 MiB of jitter
-    assert all(
-        b >= a - 2.0 for a, b in zip([peaks[s] for s in stages], [peaks[s] for s in stages][1:])
-    )
+    seq = [peaks[s] for s in stages]
+    assert all(b >= a - 2.0 for a, b in itertools.pairwise(seq))
     assert peaks["evaluate"] <= on_disk["peak_rss_mb"]
     assert on_disk["versions"]["torch"]
     diag = on_disk["diagnostics"]
