@@ -268,9 +268,8 @@ def run_release(ctx: RunContext, parts: dict[str, Any], build: Any) -> Release:
     """
     own = ctx.run_dir / RUN_RELEASE
     key = cache_key(parts)
-    if own.exists():
-        rel = ReleaseCache(own.parent).load(own.stem)
-        assert rel is not None
+    rel = ReleaseCache(own.parent).load(own.stem) if own.exists() else None
+    if rel is not None:
         if rel.public.get("cache_key") != key:
             raise PrivacyError(
                 f"{own} holds the release of another configuration (cache key "
