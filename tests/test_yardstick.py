@@ -213,8 +213,19 @@ def test_dp_sigma0_is_paid_and_the_ledger_meets_the_target(tmp_path, neighbours:
     rel = method.release(data, privacy, _ctx(tmp_path, None, sigma0="dp"))
     x = data.train_x.reshape(len(data.train_x), -1).astype(np.float64)
     true = 2 * ((x**2).sum(1).mean() - (x.mean(0) ** 2).sum())
-    assert rel.public["sigma0_sq"] == pytest.approx(true, rel=0.25)
-    assert len(rel.ledger.spends) == 2 and rel.ledger.spends[0].share == 0.05
+    first = rel.ledger.spends[0]
+    assert len(rel.ledger.spends) == 2 and first.share == 0.05
+    # The estimate is unbiased with a std that follows from the public noise stds (OS-entropy
+    # noise, so the bound, not a seed, keeps this test stable): est − true ≈ 2(z_a − 2m·z − ‖z‖²
+    # + d·s²) with z_a ~ N(0, s_a²), z ~ N(0, s² I_d).
+    parts, d, m_sq = first.parts, x.shape[1], float((x.mean(0) ** 2).sum())
+    if neighbours == "replace_one":
+        s_a, s = parts["mean_sq_norm"], parts["mean"]
+    else:  # sums over a noisy count: relative errors of the same order, scaled by 1/n
+        s_a, s = parts["sum_sq_norm"] / len(x), parts["sum"] / len(x)
+    sd = 2 * np.sqrt(s_a**2 + 4 * m_sq * s**2 + 2 * d * s**4)
+    assert abs(rel.public["sigma0_sq"] - true) <= 5 * sd + 0.05 * true  # 5σ: ~6e-7 flake rate
+    assert sd < true  # and the test data is big enough for the estimate to mean something
     # the σ0² release and the main release compose to exactly the budget (exact PLD)
     assert rel.ledger.epsilon_spent == pytest.approx(1.0, rel=1e-4)
     assert rel.ledger.epsilon_spent <= 1.0
