@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# UCI Adult: PEARL, DP-MERF and DP-SGD at ε 1 and 10 (δ = 1e-5), 3 seeds; the DP-MERF
+# UCI Adult: PEARL, DP-MERF, DP-SGD, MST and AIM at ε 1 and 10 (δ = 1e-5), 3 seeds; the DP-MERF
 # scikit-learn classifier suite trained on synthetic rows, tested on the real adult.test, with
 # ROC-AUC / PR-AUC from scores, plus 1-/2-way marginal TVD and the real-data ceiling.
 # Sweep axes from the environment (defaults: the full study), so a smaller run needs no
@@ -7,7 +7,7 @@
 #   EVAL=classifiers EPSILONS=1,10 SEEDS=0 bash experiments/adult/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-METHODS="${METHODS:-pearl,dpmerf,dpsgd}"
+METHODS="${METHODS:-pearl,dpmerf,dpsgd,mst,aim}"
 EPSILONS="${EPSILONS:-1,10}"
 SEEDS="${SEEDS:-0,1,2}"
 EVAL="${EVAL:-default}"

@@ -75,8 +75,11 @@ class AIM(MarginalMethod):
         max_model_size: float = 80.0,
         round_steps: int = 1000,
         steps: int = 2500,
+        preset_selection: str = "authors",  # provenance label for dpsynth-report
     ) -> None:
-        super().__init__(bins=bins, steps=steps, max_model_size=max_model_size)
+        super().__init__(
+            bins=bins, steps=steps, max_model_size=max_model_size, preset_selection=preset_selection
+        )
         try:
             degrees = sorted({int(k) for k in workload_degrees})
         except (TypeError, ValueError):

@@ -608,7 +608,14 @@ class MarginalMethod(Method):
     one_shot = True
     version: ClassVar[str] = ""
 
-    def __init__(self, *, bins: int = 32, steps: int = 3000, max_model_size: float = 80.0) -> None:
+    def __init__(
+        self,
+        *,
+        bins: int = 32,
+        steps: int = 3000,
+        max_model_size: float = 80.0,
+        preset_selection: str = "authors",  # provenance label for dpsynth-report; unused here
+    ) -> None:
         try:
             ok = int(bins) == bins and int(bins) >= 2
         except (TypeError, ValueError):

@@ -59,8 +59,11 @@ class MST(MarginalMethod):
         compress: bool = True,
         steps: int = 5000,
         max_model_size: float = 80.0,
+        preset_selection: str = "authors",  # provenance label for dpsynth-report
     ) -> None:
-        super().__init__(bins=bins, steps=steps, max_model_size=max_model_size)
+        super().__init__(
+            bins=bins, steps=steps, max_model_size=max_model_size, preset_selection=preset_selection
+        )
         self.compress = bool(compress)
 
     def public_params(self) -> dict[str, Any]:
