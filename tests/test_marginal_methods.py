@@ -336,3 +336,17 @@ def test_end_to_end(tiny_config, tmp_path, method: str, dataset: str) -> None:
     assert on_disk["diagnostics"]["marginals/measurements"] >= len(load_data(cfg).spec.columns) + 1
     table = pd.read_csv(run_dir / "synthetic.csv")
     assert len(table) == 60 and (run_dir / "release.npz").exists()
+
+
+def test_compiled_programs_are_dropped_near_the_memory_map_limit() -> None:
+    """A sweep of AIM runs in one process hit vm.max_map_count (XLA aborted): the bound clears
+    JAX's caches past its threshold and leaves them alone below it."""
+    pytest.importorskip("jax")
+    import jax
+    import jax.numpy as jnp
+
+    from dpsynth.methods.marginals import bound_jit_memory
+
+    jax.jit(lambda v: v * 2)(jnp.ones(3))
+    assert bound_jit_memory(fraction=0.99) is False
+    assert bound_jit_memory(fraction=0.0) is True

@@ -83,6 +83,8 @@ def config_id(resolved: dict[str, Any]) -> str:
     (and run folder) wherever its data live.
     """
     kept = {k: v for k, v in resolved.items() if k not in RESULT_NEUTRAL_KEYS}
+    if (kept.get("tune") or {}).get("role", "none") == "none":  # ids of ordinary runs unchanged
+        kept.pop("tune", None)
     if isinstance(kept.get("dataset"), dict):  # where a loader caches is no result either
         kept["dataset"] = {k: v for k, v in kept["dataset"].items() if k != "cache_dir"}
     if isinstance(kept.get("method"), dict):
@@ -125,6 +127,17 @@ class PrivacyConfig:
 
 
 @dataclass
+class TuneConfig:
+    """A run's part in ``dpsynth-tune``'s selection protocol (``role: none`` for every other
+    run; see :mod:`dpsynth.tune`)."""
+
+    role: str = "none"  # none | candidate | final
+    validation_fraction: float = 0.1  # candidate: share of the training split held out
+    split_seed: int = 0  # public seed of the train / validation partition
+    selection: Any = None  # final: the selection.json the winner came from
+
+
+@dataclass
 class Config:
     """Top-level schema; group contents (dataset, method, eval, ...) are free-form dicts whose
     ``_target_`` names the code that reads them."""
@@ -141,6 +154,7 @@ class Config:
     resume: bool = True
     study: str = "adhoc"
     progress: Any = None
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
 
 ConfigStore.instance().store(name="config_schema", node=Config)

@@ -42,6 +42,7 @@ from dpsynth.records import (
     write_samples_npz,
     write_table_csv,
 )
+from dpsynth.tune import prepare_run
 
 log = logging.getLogger("dpsynth")
 
@@ -237,6 +238,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     timings["load"] = time.perf_counter() - t0
     memory["load"] = peak_rss_mb()
     record["dataset"] = data.spec.name
+    # dpsynth-tune: a candidate sees training minus validation (and is scored on validation);
+    # a final run's budget starts with the selection's spends.
+    data, record["tune"] = prepare_run(data, resolved.get("tune") or {}, privacy, method, resolved)
     record["schema_source"] = getattr(data, "schema_source", "declared")
     # δ the DP schema's partition selection used: the Gaussian accounting gets the rest.
     privacy = dataclasses.replace(privacy, delta_reserved=data.delta_reserved)

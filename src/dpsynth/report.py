@@ -143,6 +143,13 @@ def find_metrics_files(paths: Iterable[str | Path]) -> list[Path]:
         if not p.exists():
             raise ReportError(f"{p}: no such file or folder")
         files = [p] if p.is_file() else sorted(p.rglob("metrics.json"))
+        candidates = [f for f in files if _is_tuning_candidate(f)]
+        if candidates and len(candidates) == len(files):
+            raise ReportError(
+                f"{p}: holds only dpsynth-tune candidates (scored on private validation records, "
+                "never reported); point dpsynth-report at the tuning's final/ folder"
+            )
+        files = [f for f in files if f not in candidates]
         if not files:
             raise ReportError(
                 f"no metrics.json found under {p} (searched recursively); point dpsynth-report "
@@ -150,6 +157,16 @@ def find_metrics_files(paths: Iterable[str | Path]) -> list[Path]:
             )
         found.update(dict.fromkeys(f.resolve() for f in files))
     return list(found)
+
+
+def _is_tuning_candidate(path: Path) -> bool:
+    """A dpsynth-tune candidate: its metrics are read off private validation records (they
+    decide the selection, privately) and never enter a leaderboard."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False  # reported as an unreadable run
+    return isinstance(rec, dict) and (rec.get("tune") or {}).get("role") == "candidate"
 
 
 def collect_runs(paths: Iterable[str | Path]) -> pd.DataFrame:

@@ -147,6 +147,9 @@ class Method:
     kinds: ClassVar[frozenset[Kind]] = frozenset({"image", "tabular"})
     one_shot: ClassVar[bool] = True
     private: ClassVar[bool] = True
+    #: Method keys its release (the private-data access) depends on; None: possibly all of
+    #: them. ``dpsynth-tune`` counts candidates that differ only in other keys as one release.
+    release_keys: ClassVar[frozenset[str] | None] = None
     #: Post-training facts about the trained model (e.g. the critic's concentration), recorded
     #: in metrics.json under ``diagnostics``; computed from the model only, never from data.
     diagnostics: dict[str, float] = {}  # noqa: RUF012 - replaced per instance, never mutated

@@ -47,6 +47,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -92,6 +93,29 @@ def require_mbi(method: str = "aim/mst") -> Any:
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ConfigError(_missing(method)) from e
     return mbi
+
+
+def bound_jit_memory(fraction: float = 0.4) -> bool:
+    """Drop JAX's compiled programs once this process holds ``fraction`` of the kernel's
+    memory-map limit. Every new Private-PGM model structure (each AIM round, every run of a
+    sweep in one process) compiles new programs whose code sections stay mapped; a sweep of
+    MST and AIM runs reached Linux's vm.max_map_count (65,530) and XLA aborted the process
+    ("LLVM ERROR: Unable to allocate section memory"). Returns whether it cleared."""
+    try:
+        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+        with open("/proc/self/maps", "rb") as f:
+            used = sum(1 for _ in f)
+    except (OSError, ValueError):  # not Linux: nothing to measure, nothing to bound
+        return False
+    if used < fraction * limit:
+        return False
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+    return True
 
 
 def mbi_available() -> bool:
@@ -441,6 +465,7 @@ def estimate(
     """Private-PGM: the graphical model that best fits the noisy marginals (mirror descent on
     the L2 loss, Armijo steps). Post-processing: reads noisy measurements and public facts."""
     mbi = require_mbi()
+    bound_jit_memory()
     domain = mbi.Domain(list(names), [int(s) for s in sizes])
     lms = linear_measurements(ms, mappings)
     if total is None:  # add_remove: n is private, its estimate comes from the measurements

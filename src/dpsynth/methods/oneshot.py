@@ -300,6 +300,11 @@ class EmbeddingMethod(Method):
 
     one_shot = True
     schedulers = ("constant", "step", "cosine")
+    #: What ``release`` reads besides the data (``parts`` of its cache key); the rest of the
+    #: config is post-processing of the release.
+    release_keys = frozenset(
+        {"num_features", "sigma0_sq", "freq_seed", "class_counts", "sigma0_share"}
+    )
 
     def __init__(
         self,
