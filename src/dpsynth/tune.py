@@ -355,7 +355,8 @@ def select(
     counts = [
         float(r["metrics"][metric]) / 100.0 * int(r["tune"]["n_validation"]) for r in records
     ]  # accuracy (%) × n_val: the number of correct predictions
-    assert multiplier is not None
+    if multiplier is None:
+        raise ConfigError("private selection needs the plan's noise multiplier (plan_tuning).")
     winner, spend = noisy_argmax(counts, multiplier, statistic=f"selection:{metric}")
     return winner, [spend], None
 
