@@ -8,7 +8,8 @@ what the load-time releases used), with the paper's schedule:
 * Workload W: every clique of the sizes ``workload_degrees`` (default all 2- and 3-way
   marginals, label included as an attribute); candidates C: its downward closure, candidate c
   weighted w_c = Σ_{r∈W} |c ∩ r|.
-* T = ``rounds`` (default 16·d), α = ``measure_share`` (0.9): a round measures at
+* T = ``rounds``, default ``rounds_per_attribute``·d (the paper: 16·d; dpsynth's preset 4·d,
+  a compute rule: see conf/method/aim.yaml), α = ``measure_share`` (0.9): a round measures at
   1/m² = α·U/T and selects at (1 − α)·U/T.
 * Initialisation: every 1-way marginal measured; Private-PGM model fitted.
 * Each round: if less than two rounds' worth is left, this round takes all of it (and is the
@@ -71,6 +72,7 @@ class AIM(MarginalMethod):
         bins: int = 32,
         workload_degrees: Sequence[int] = (2, 3),
         rounds: int | None = None,
+        rounds_per_attribute: int = 16,
         measure_share: float = 0.9,
         max_model_size: float = 80.0,
         round_steps: int = 1000,
@@ -90,7 +92,15 @@ class AIM(MarginalMethod):
                 "≥ 1, e.g. [2, 3] (all 2- and 3-way marginals)."
             )
         if rounds is not None and int(rounds) < 1:
-            raise ConfigError(f"method.rounds: got {rounds}; null (16·d) or an integer ≥ 1.")
+            raise ConfigError(
+                f"method.rounds: got {rounds}; null (rounds_per_attribute · d) or an integer ≥ 1."
+            )
+        if int(rounds_per_attribute) < 1:
+            raise ConfigError(
+                f"method.rounds_per_attribute: got {rounds_per_attribute}; an integer ≥ 1 "
+                "(the paper: 16)."
+            )
+        self.rounds_per_attribute = int(rounds_per_attribute)
         if not 0 < float(measure_share) < 1:
             raise ConfigError(
                 f"method.measure_share: got {measure_share}; the share of each round spent on "
@@ -108,6 +118,7 @@ class AIM(MarginalMethod):
             "bins": self.bins,
             "workload_degrees": self.degrees,
             "rounds": self.rounds,
+            "rounds_per_attribute": self.rounds_per_attribute,
             "measure_share": self.measure_share,
             "max_model_size": self.max_model_size,
             "round_steps": self.round_steps,
@@ -153,7 +164,7 @@ class AIM(MarginalMethod):
         budget = ledger.left
         if budget <= 0:
             raise ConfigError("the load-time releases used the whole budget; nothing is left.")
-        T = self.rounds or 16 * d
+        T = self.rounds or self.rounds_per_attribute * d
         alpha = self.measure_share
         u_meas, u_sel = alpha * budget / T, (1 - alpha) * budget / T
         ms = [ledger.measure(f"1way:{a}", answer((a,)), u_meas, (a,)) for a in names]
