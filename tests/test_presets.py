@@ -28,6 +28,8 @@ PEARL_TUNED_BEFORE = {
     "critic": True,
     "critic_lr": 0.01,
     "critic_every": 5,
+    "critic_kl": 1.0,
+    "critic_gate": 1.0,
     "steps": 3000,
     "batch_size": 300,
     "lr": 0.01,

@@ -106,6 +106,7 @@ class EmbeddingMatcher(pl.LightningModule):
         critic: nn.Module | None = None,
         critic_lr: float = 0.01,
         critic_every: int = 5,
+        critic_tau: float = 0.0,
         label_sampling: str = "balanced",
     ) -> None:
         super().__init__()
@@ -119,9 +120,11 @@ class EmbeddingMatcher(pl.LightningModule):
         self.code_dim, self.batch_size, self.lr = code_dim, batch_size, lr
         self.max_steps, self.scheduler_name, self.loss_scale = max_steps, scheduler, loss_scale
         self.critic_lr, self.critic_every = critic_lr, critic_every
+        self.critic_tau = float(critic_tau)  # τ of the KL(α ‖ uniform) constraint; 0: none
         self.num_classes = class_weights.shape[0]
         self.label_sampling = label_sampling
         self._weights: torch.Tensor | None = None  # w for generator steps, until the critic moves
+        self._critic_rng: torch.Generator | None = None
 
     def weights(self) -> torch.Tensor:
         """w_i (k,), mean 1: uniform without a critic, k·α_i with one."""
@@ -130,16 +133,17 @@ class EmbeddingMatcher(pl.LightningModule):
             return torch.ones(k, device=self.freqs.device)
         return k * self.critic(self.freqs_sq)
 
-    def generate(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def generate(self, rng: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A generated batch. ``balanced``: equal label counts, the class proportions applied
         as weights in the embedding. ``random`` (the authors' scripts): labels drawn from the
-        class proportions, the embedding a plain batch mean of z(x) ⊗ onehot(y)."""
+        class proportions, the embedding a plain batch mean of z(x) ⊗ onehot(y). ``rng``: the
+        random stream to draw codes and labels from (default: torch's global one)."""
         b = self.batch_size
         if self.label_sampling == "random":
-            labels = torch.multinomial(self.class_weights, b, replacement=True)  # (B,)
+            labels = torch.multinomial(self.class_weights, b, replacement=True, generator=rng)
         else:
             labels = torch.arange(b, device=self.device) % self.num_classes  # (B,)
-        code = torch.randn(b, self.code_dim, device=self.device)  # (B, code)
+        code = torch.randn(b, self.code_dim, device=self.device, generator=rng)  # (B, code)
         return self.generator(code, labels).reshape(b, -1), labels  # (B, d), (B,)
 
     def cf_loss(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -149,6 +153,24 @@ class EmbeddingMatcher(pl.LightningModule):
         diff = self.target - batch_embedding(x, y, self.freqs, weights, self.num_classes)
         per_freq = (diff[:k] ** 2 + diff[k:] ** 2).sum(dim=1)  # (k,)
         return self.loss_scale * (w * per_freq).sum()
+
+    def critic_rng(self) -> torch.Generator:
+        """The critic batches' random stream, seeded from the run's seed (reproducible)."""
+        if self._critic_rng is None or self._critic_rng.device != self.device:
+            self._critic_rng = torch.Generator(device=self.device)
+            self._critic_rng.manual_seed(torch.initial_seed() + 1_000_003)
+        return self._critic_rng
+
+    def critic_objective(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What the critic ascends: λ k (Σ α_i ℓ_i − τ KL(α ‖ uniform)), in the generator
+        loss's units (w = kα). At τ = 0 the authors' critic."""
+        w = self.weights()  # (k,) = k α
+        objective = self.cf_loss(x, y, w)
+        if self.critic_tau > 0:
+            k = w.shape[0]
+            kl = (w / k * torch.log(w.clamp_min(1e-30))).sum()  # Σ α log(k α)
+            objective = objective - self.loss_scale * k * self.critic_tau * kl
+        return objective
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         opts = self.optimizers()
@@ -172,11 +194,14 @@ class EmbeddingMatcher(pl.LightningModule):
             # The critic ascends the weighted distance on a fresh generated batch, drawn as the
             # authors do: the generator in eval mode (BatchNorm on its running statistics, i.e.
             # the generator that will be sampled), without touching those statistics.
+            # Its batch comes from its own random stream, so the generator's stream is the
+            # critic-off run's: a critic that keeps α uniform trains exactly that generator
+            # (the ablation PEARL is compared with), not a reshuffled one.
             self.generator.eval()
             with torch.no_grad():
-                xc, yc = self.generate()
+                xc, yc = self.generate(self.critic_rng())
             self.generator.train()
-            critic_loss = -self.cf_loss(xc, yc, self.weights())
+            critic_loss = -self.critic_objective(xc, yc)
             # The critic's optimizer is stepped directly, not through Lightning's wrapper:
             # Lightning counts every wrapped optimizer step as a global step, which would end
             # training after steps·k/(k+1) generator steps (2,500 of 3,000 at critic_every 5).
@@ -494,7 +519,10 @@ class EmbeddingMethod(Method):
             spec, spec.num_classes, self.tabular_code_dim, self.tabular_width
         ), self.tabular_code_dim
 
-    def make_critic(self, spec: DataSpec, sigma0_sq: float) -> nn.Module | None:
+    #: What the critic rule read from the release (post-processing), for metrics.json.
+    release_diagnostics: dict[str, float] = {}
+
+    def make_critic(self, spec: DataSpec, release: Release) -> nn.Module | None:
         """PEARL overrides this; DP-MERF has no critic."""
         return None
 
@@ -518,13 +546,13 @@ class EmbeddingMethod(Method):
             max_steps=self.steps,
             scheduler=self.scheduler,
             loss_scale=self.loss_scale,
-            critic=self.make_critic(spec, pub["sigma0_sq"]),
+            critic=self.make_critic(spec, release),
             label_sampling=self.label_sampling,
-            **self.critic_options(),
+            **self.critic_options(release),
         )
         with flush_denormals():  # post-processing: subnormals only cost time here
             fit(module, self.steps, ctx, self.checkpoint_every)
-        self.diagnostics = self.critic_diagnostics(module)
+        self.diagnostics = {**self.critic_diagnostics(module), **self.release_diagnostics}
         return Synthesizer(module.generator.cpu(), code_dim, weights, spec)
 
     @staticmethod
@@ -541,7 +569,7 @@ class EmbeddingMethod(Method):
             "critic/num_frequencies": float(alpha.numel()),
         }
 
-    def critic_options(self) -> dict[str, Any]:
+    def critic_options(self, release: Release) -> dict[str, Any]:
         return {}
 
 

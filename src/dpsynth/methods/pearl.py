@@ -15,18 +15,39 @@ the self-normalised importance weights of N(0, diag(1/s)) against the sampling d
 N(0, I/σ0²). The critic ascends the weighted CF distance Σ_i α_i ℓ_i every ``critic_every``
 generator steps on a fresh generated batch; the generator descends it. At s = σ0² the weights
 are uniform and the loss is DP-MERF's.
+
+A critic that knows the noise (dpsynth; issue 13). The release's noise is public (its std σ_e per
+entry is in the ledger), and with it two failure modes of the authors' critic are avoidable:
+
+* **Noise-calibrated KL constraint.** The critic ascends Σ α_i ℓ_i − τ·KL(α ‖ uniform), the
+  entropy-regularised (Gibbs) form of the worst-case re-weighting (cf. distributionally robust
+  optimisation with a KL ball, Hu & Hong 2013), whose unconstrained optimum is α_i ∝ exp(ℓ_i/τ).
+  Per frequency, the release noise adds σ_e²·χ²_{2C} to ℓ_i (2C entries: cos and sin × C
+  classes), a fluctuation of sd 2σ_e²√C, and the largest of k such fluctuations is about
+  √(2 ln k) sd. With τ = κ · 2σ_e²√C · √(2 ln k) (``critic_kl`` = κ), noise alone moves α by
+  at most e^{1/κ} between frequencies, while a mismatch well above the noise still dominates.
+* **Signal gate.** Post-processing of the release shows how much of it is signal: its energy
+  ‖Ẽ‖² exceeds the noise's expected 2kC·σ_e² by the signal's energy S. When the signal per
+  frequency, S/k, is below the noise scale τ₁ = 2σ_e²√C·√(2 ln k) the constrained critic could
+  not move α by more than a factor e^{S/(kτ₁)} anyway, and what it would chase is noise: the
+  critic is switched on only when S/(kτ₁) ≥ ``critic_gate``. Otherwise the weights stay exactly
+  uniform and training is the critic-off loss on PEARL's release (the ablation PEARL must
+  never lose to). On a release that is pure noise S/(kτ₁) ≈ 0 ± 1/√(2k ln k).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from dpsynth.data.base import DataSpec
 from dpsynth.errors import ConfigError
 from dpsynth.methods.oneshot import EmbeddingMethod
+from dpsynth.privacy.release import Release
 
 
 def critic_weights(freqs: torch.Tensor, precision: torch.Tensor, sigma0_sq: float) -> torch.Tensor:
@@ -41,6 +62,53 @@ def critic_weights_sq(
     (squaring the k × d matrix every step cost ~1 ms of a ~20 ms step)."""
     logits = 0.5 * (freqs_sq @ (sigma0_sq - precision))  # (k,)
     return torch.softmax(logits, dim=0)
+
+
+def embedding_noise_std(release: Release) -> float:
+    """σ_e: the noise std on each entry of the embedding the generator matches (public: the
+    release's ledger records every spend's noise std; under add/remove the noisy sum is divided
+    by the noisy count, so σ_e is the sum's std over that count)."""
+    for spend in release.ledger.spends:
+        parts = spend.parts or {spend.statistic: spend.noise_std}
+        if "embedding" in parts:
+            return float(parts["embedding"])
+        if "embedding_sum" in parts:
+            n_hat = max(float(np.clip(release["counts"], 0.0, None).sum()), 1.0)
+            return float(parts["embedding_sum"]) / n_hat
+    raise ValueError("this release has no embedding spend in its ledger")
+
+
+def critic_temperature(noise_std: float, num_classes: int, k: int, kl: float) -> float:
+    """τ = κ · 2σ_e²√C · √(2 ln k): the KL weight at which release noise alone moves α by at
+    most a factor e^{1/κ} (module docstring). A deterministic function of public numbers."""
+    return float(kl) * 2.0 * noise_std**2 * math.sqrt(num_classes) * math.sqrt(2.0 * math.log(k))
+
+
+def signal_to_noise(target: np.ndarray, noise_std: float) -> float:
+    """How many noise sds the released embedding's energy exceeds what pure noise would give:
+    (‖Ẽ‖² − N σ_e²) / (σ_e² √(2N)) over its N = 2kC entries. Post-processing of the release;
+    ~N(0, 1) on a release with no signal."""
+    n = target.size
+    if noise_std <= 0:
+        return math.inf
+    return signal_energy(target, noise_std) / (noise_std**2 * math.sqrt(2.0 * n))
+
+
+def signal_energy(target: np.ndarray, noise_std: float) -> float:
+    """S = ‖Ẽ‖² − N σ_e²: the release's energy less the noise's expectation (unbiased for the
+    exact embedding's energy ‖E‖²)."""
+    energy = float(np.sum(np.asarray(target, dtype=np.float64) ** 2))
+    return energy - target.size * noise_std**2
+
+
+def gate_ratio(target: np.ndarray, noise_std: float) -> float:
+    """S/(k τ₁): the release's signal per frequency over the noise scale of the critic's
+    constraint at κ = 1 (module docstring). Public: a function of the release alone."""
+    k, c = target.shape[0] // 2, target.shape[1]
+    tau1 = critic_temperature(noise_std, c, k, kl=1.0)
+    if tau1 <= 0:
+        return math.inf
+    return signal_energy(target, noise_std) / (k * tau1)
 
 
 class FrequencyCritic(nn.Module):
@@ -61,7 +129,7 @@ class PEARL(EmbeddingMethod):
     """PEARL (``method=pearl``): the embedding release plus the re-weighting critic."""
 
     name = "pearl"
-    version = "pearl-1"  # bump rule: Method's docstring
+    version = "pearl-2"  # bump rule: Method's docstring
 
     def __init__(
         self,
@@ -69,15 +137,64 @@ class PEARL(EmbeddingMethod):
         critic: bool = True,
         critic_lr: float = 0.01,
         critic_every: int = 5,
+        critic_kl: float = 1.0,
+        critic_gate: float | None = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if int(critic_every) < 1:
             raise ConfigError(f"method.critic_every: got {critic_every}; must be >= 1.")
+        if not (math.isfinite(float(critic_kl)) and float(critic_kl) >= 0):
+            raise ConfigError(
+                f"method.critic_kl: got {critic_kl}; a number >= 0 (0: the authors' "
+                "unconstrained critic, 1: the default noise-calibrated KL constraint)."
+            )
+        if critic_gate is not None and not math.isfinite(float(critic_gate)):
+            raise ConfigError(
+                f"method.critic_gate: got {critic_gate}; a threshold on the release's signal "
+                "per frequency over the critic's noise scale (default 1), or null (no gate: "
+                "the critic always moves)."
+            )
         self.critic, self.critic_lr, self.critic_every = critic, critic_lr, critic_every
+        self.critic_kl = float(critic_kl)
+        self.critic_gate = None if critic_gate is None else float(critic_gate)
+        self.release_diagnostics = {}
 
-    def make_critic(self, spec: DataSpec, sigma0_sq: float) -> nn.Module | None:
-        return FrequencyCritic(spec.dim, sigma0_sq) if self.critic else None
+    def critic_rule(self, release: Release) -> dict[str, float]:
+        """The critic's settings from the release alone (post-processing): σ_e, the release's
+        signal-to-noise, whether the gate lets the critic move, and τ."""
+        target = np.asarray(release["embedding"])  # (2k, C)
+        sigma_e = embedding_noise_std(release)
+        snr = signal_to_noise(target, sigma_e)
+        ratio = gate_ratio(target, sigma_e)
+        k, c = target.shape[0] // 2, target.shape[1]
+        open_ = self.critic and (self.critic_gate is None or ratio >= self.critic_gate)
+        tau = critic_temperature(sigma_e, c, k, self.critic_kl)
+        return {
+            "critic/noise_std": sigma_e,
+            "critic/release_snr": snr,
+            "critic/gate_ratio": ratio,
+            "critic/gate_open": float(open_),
+            "critic/tau": tau,
+        }
 
-    def critic_options(self) -> dict[str, Any]:
-        return {"critic_lr": self.critic_lr, "critic_every": self.critic_every}
+    def make_critic(self, spec: DataSpec, release: Release) -> nn.Module | None:
+        rule = self.critic_rule(release)
+        self.release_diagnostics = rule
+        if not rule["critic/gate_open"]:
+            k = int(release.public["num_features"])
+            self.release_diagnostics = {
+                **rule,
+                "critic/effective_frequencies": float(k),  # α stays uniform
+                "critic/max_alpha": 1.0 / k,
+                "critic/num_frequencies": float(k),
+            }
+            return None
+        return FrequencyCritic(spec.dim, release.public["sigma0_sq"])
+
+    def critic_options(self, release: Release) -> dict[str, Any]:
+        return {
+            "critic_lr": self.critic_lr,
+            "critic_every": self.critic_every,
+            "critic_tau": self.critic_rule(release)["critic/tau"],
+        }

@@ -1,0 +1,204 @@
+"""PEARL's noise-aware critic (issue 13): uniform on pure noise, moving on a clean release, and
+its settings a deterministic function of public numbers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dpsynth.data.base import DataSpec
+from dpsynth.errors import ConfigError
+from dpsynth.methods.base import RunContext
+from dpsynth.methods.embedding import batch_embedding, draw_frequencies
+from dpsynth.methods.oneshot import EmbeddingMatcher
+from dpsynth.methods.pearl import (
+    PEARL,
+    FrequencyCritic,
+    critic_temperature,
+    embedding_noise_std,
+    gate_ratio,
+    signal_to_noise,
+)
+from dpsynth.privacy.release import Release, Statistic, gaussian_release
+
+SPEC = DataSpec("toy", "image", (1, 4, 4), 3, ("a", "b", "c"), balanced=True)
+
+
+def _release(value: np.ndarray, n: int, epsilon: float = 1.0, seed: int = 0) -> Release:
+    """A release of ``value`` (2k, C) as the embedding of n records (Δ = 2/n), with the public
+    parameters training reads. A zero ``value`` gives a release that is pure noise."""
+    k = value.shape[0] // 2
+    public = {"num_features": k, "dim": 16, "sigma0_sq": 2.0, "freq_seed": 0, "n": n}
+    return gaussian_release(
+        [Statistic("embedding", value, 2.0 / n)],
+        epsilon=epsilon,
+        delta=1e-5,
+        public=public,
+        rng=np.random.default_rng(seed),
+    )
+
+
+def _ctx(tmp_path, seed: int = 0) -> RunContext:
+    return RunContext(
+        seed=seed,
+        run_dir=tmp_path,
+        dataset_options={"sigma0_sq": 2.0},
+        progress=False,
+        trainer={"accelerator": "cpu"},
+    )
+
+
+def _pearl(**kw) -> PEARL:
+    base = dict(num_features=40, steps=12, batch_size=9, checkpoint_every=0, critic_every=2)
+    return PEARL(**{**base, **kw})
+
+
+def test_noise_std_and_snr_come_from_the_release() -> None:
+    rel = _release(np.zeros((80, 3)), n=500)
+    sigma_e = embedding_noise_std(rel)
+    assert sigma_e == pytest.approx(rel.ledger.spends[-1].noise_std)
+    # pure noise: the energy statistic is ~N(0, 1) (here one draw; 6 sds is a hard bound)
+    assert abs(signal_to_noise(np.asarray(rel["embedding"]), sigma_e)) < 6
+    # a strong signal is detected
+    loud = _release(np.full((80, 3), 0.05), n=500)
+    assert signal_to_noise(np.asarray(loud["embedding"]), embedding_noise_std(loud)) > 50
+
+
+def test_gate_ratio_is_signal_per_frequency_over_the_noise_scale() -> None:
+    k, c, n = 40, 3, 500
+    noise = _release(np.zeros((2 * k, c)), n=n)
+    sigma_e = embedding_noise_std(noise)
+    # pure noise: S/(kτ₁) ≈ 0 with sd 1/√(2k ln k) (~0.05 here); 6 sds is a hard bound
+    sd = 1 / math.sqrt(2 * k * math.log(k))
+    assert abs(gate_ratio(np.asarray(noise["embedding"]), sigma_e)) < 6 * sd
+    # a signal detectable in total (SNR ≫ 3) but small per frequency next to τ₁: gate shut
+    tau1 = critic_temperature(sigma_e, c, k, kl=1.0)
+    weak = np.full((2 * k, c), math.sqrt(0.3 * tau1 / (2 * c)))  # S/k = 0.3 τ₁
+    rel = _release(weak, n=n)
+    assert signal_to_noise(np.asarray(rel["embedding"]), sigma_e) > 3
+    assert gate_ratio(np.asarray(rel["embedding"]), sigma_e) < 1
+    assert _pearl().critic_rule(rel)["critic/gate_open"] == 0.0
+    strong = _release(np.full((2 * k, c), math.sqrt(5 * tau1 / (2 * c))), n=n)  # S/k = 5 τ₁
+    assert gate_ratio(np.asarray(strong["embedding"]), sigma_e) > 1
+    assert _pearl().critic_rule(strong)["critic/gate_open"] == 1.0
+    assert _pearl(critic_gate=None).critic_rule(rel)["critic/gate_open"] == 1.0
+    assert _pearl(critic=False).critic_rule(strong)["critic/gate_open"] == 0.0
+
+
+def test_pure_noise_release_keeps_weights_uniform_and_the_loss_is_dpmerfs(tmp_path) -> None:
+    rel = _release(np.zeros((80, 3)), n=500)  # the embedding is pure noise
+    pearl = _pearl()
+    rule = pearl.critic_rule(rel)
+    assert rule["critic/gate_open"] == 0.0  # no signal per frequency: the critic never moves
+    assert pearl.make_critic(SPEC, rel) is None
+    syn = pearl.train(rel, SPEC, _ctx(tmp_path / "pearl"))
+    ablation = _pearl(critic=False).train(rel, SPEC, _ctx(tmp_path / "merf"))
+    # same seed, uniform weights: PEARL's generator is exactly the critic-off one
+    for a, b in zip(
+        syn.generator.state_dict().values(), ablation.generator.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b)
+    assert pearl.diagnostics["critic/gate_open"] == 0.0
+
+
+def _critic_run(target: torch.Tensor, freqs: torch.Tensor, tau: float, steps: int) -> torch.Tensor:
+    """Critic ascent only, against a fixed generated batch (x, y): the final α (k,)."""
+    torch.manual_seed(0)
+    m = EmbeddingMatcher(
+        torch.nn.Sequential(),
+        freqs,
+        target,
+        torch.full((3,), 1 / 3),
+        code_dim=2,
+        batch_size=6,
+        lr=0.01,
+        max_steps=1,
+        scheduler="constant",
+        loss_scale=1.0,
+        critic=FrequencyCritic(freqs.shape[1], 2.0),
+        critic_tau=tau,
+    )
+    opt = torch.optim.Adam(m.critic.parameters(), lr=0.05)
+    x, y = _BATCH
+    for _ in range(steps):
+        opt.zero_grad()
+        (-m.critic_objective(x, y)).backward()
+        opt.step()
+    with torch.no_grad():
+        return m.critic(m.freqs_sq)
+
+
+_BATCH = (torch.rand(30, 16, generator=torch.Generator().manual_seed(1)), torch.arange(30) % 3)
+
+
+def test_kl_constraint_keeps_noise_near_uniform_where_the_old_critic_collapses() -> None:
+    k, n = 200, 400
+    freqs = draw_frequencies(k, 16, 2.0, seed=0)
+    x, y = _BATCH
+    fitted = batch_embedding(x, y, freqs, None, 3).detach()  # (2k, 3): the generator is exact
+    rel = _release(np.zeros((2 * k, 3)), n=n, epsilon=0.5)  # the release's noise on top
+    target = fitted + torch.as_tensor(rel["embedding"])
+    sigma_e = embedding_noise_std(rel)
+    tau = critic_temperature(sigma_e, 3, k, kl=1.0)
+    old = _critic_run(target, freqs, 0.0, 400)
+    new = _critic_run(target, freqs, tau, 400)
+    eff_old, eff_new = 1 / float((old**2).sum()), 1 / float((new**2).sum())
+    assert eff_old < 0.2 * k  # the authors' critic climbs onto the noise
+    assert eff_new > 0.9 * k  # the constrained one stays near uniform
+
+
+def test_critic_finds_a_known_two_frequency_discrepancy_on_a_clean_release() -> None:
+    k = 200
+    freqs = draw_frequencies(k, 16, 2.0, seed=0)
+    x, y = _BATCH
+    fitted = batch_embedding(x, y, freqs, None, 3).detach()
+    # the two frequencies with the largest t² in input dimension 0 disagree (a clean release:
+    # the generator matches everywhere else)
+    two = torch.topk(freqs[:, 0] ** 2, 2).indices
+    target = fitted.clone()
+    target[two] += 0.2
+    rel = _release(np.zeros((2 * k, 3)), n=10**7, epsilon=10.0)  # negligible noise
+    tau = critic_temperature(embedding_noise_std(rel), 3, k, kl=1.0)
+    alpha = _critic_run(target, freqs, tau, 300)
+    assert float(alpha[two].sum()) > 0.5  # from 2/k = 1% to most of the weight
+
+
+def test_the_rule_maps_epsilon_and_n_to_settings_deterministically() -> None:
+    def tau(epsilon: float, n: int) -> float:
+        rel = _release(np.zeros((80, 3)), n=n, epsilon=epsilon)
+        return critic_temperature(embedding_noise_std(rel), 3, 40, kl=1.0)
+
+    assert tau(1.0, 1000) == tau(1.0, 1000)  # same public inputs, same setting
+    assert tau(0.2, 1000) > tau(1.0, 1000) > tau(10.0, 1000)  # less noise, a freer critic
+    assert tau(1.0, 1000) > tau(1.0, 10000)
+    # τ = κ · 2σ_e²√C · √(2 ln k), σ_e = m·2/n: quadrupling n divides it by 16
+    assert tau(1.0, 1000) / tau(1.0, 4000) == pytest.approx(16.0)
+    assert critic_temperature(0.1, 3, 40, kl=0.0) == 0.0
+    assert critic_temperature(0.1, 3, 40, kl=2.0) == pytest.approx(
+        2 * 2 * 0.01 * math.sqrt(3) * math.sqrt(2 * math.log(40))
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("critic_kl", -1.0), ("critic_kl", float("nan")), ("critic_gate", "inf")]
+)
+def test_bad_critic_settings_are_refused(key: str, value) -> None:
+    with pytest.raises(ConfigError, match=f"method.{key}"):
+        _pearl(**{key: float(value)})
+
+
+def test_gate_opens_on_a_release_with_signal(tmp_path) -> None:
+    k = 40
+    freqs = draw_frequencies(k, 16, 2.0, seed=0)
+    x, y = _BATCH
+    value = batch_embedding(x, y, freqs, None, 3).detach().double().numpy()
+    rel = _release(value, n=10**5)
+    pearl = _pearl()
+    assert pearl.critic_rule(rel)["critic/gate_open"] == 1.0
+    assert isinstance(pearl.make_critic(SPEC, rel), FrequencyCritic)
+    syn = pearl.train(rel, SPEC, _ctx(tmp_path))
+    assert syn is not None and pearl.diagnostics["critic/tau"] > 0
+    assert 1 <= pearl.diagnostics["critic/effective_frequencies"] <= k + 1e-6
