@@ -1,5 +1,5 @@
 """Method presets (issue 12): ``pearl_tuned`` extends ``pearl`` through Hydra's defaults list and
-composes to the values it had as a full copy; every preset says how it was chosen
+differs from it only in what the selection protocol chose (on public MNIST); every preset says how it was chosen
 (``provenance`` comment, ``preset_selection`` key) and the methods accept that label; the code
 version of a method (``Method.version``) enters the run's config id, and a tiny run records it
 in metrics.json beside the preset label in config.json, where the report reads both."""
@@ -18,8 +18,8 @@ from dpsynth.methods.pearl import PEARL
 from dpsynth.pipeline import build_method
 from tests.conftest import compose_config
 
-# conf/method/pearl_tuned.yaml as a full copy of pearl.yaml, before it inherited (resolved).
-PEARL_TUNED_BEFORE = {
+# conf/method/pearl_tuned.yaml resolved: pearl.yaml plus what dpsynth-tune chose on MNIST.
+PEARL_TUNED = {
     "_target_": "dpsynth.methods.pearl.PEARL",
     "num_features": 1500,
     "sigma0_sq": None,
@@ -33,7 +33,7 @@ PEARL_TUNED_BEFORE = {
     "steps": 3000,
     "batch_size": 300,
     "lr": 0.01,
-    "scheduler": "cosine",
+    "scheduler": "constant",
     "loss_scale": 0.3333333333333333,
     "code_dim": 5,
     "hidden": 200,
@@ -47,7 +47,7 @@ PEARL_TUNED_BEFORE = {
 }
 SELECTION = {
     "pearl": "authors",
-    "pearl_tuned": "test_set",
+    "pearl_tuned": "proxy:mnist",
     "dpmerf": "authors",
     "dpsgd": "test_set",
     "nonprivate_gan": "test_set",
@@ -59,22 +59,28 @@ def method_config(name: str, tmp_path: Path) -> dict:
     return OmegaConf.to_container(cfg.method, resolve=True)
 
 
-def test_pearl_tuned_composes_as_before(tmp_path: Path) -> None:
+def test_pearl_tuned_is_pearl_plus_the_proxy_choice(tmp_path: Path) -> None:
     tuned = method_config("pearl_tuned", tmp_path)
-    assert tuned.pop("preset_selection") == "test_set"
-    assert tuned == PEARL_TUNED_BEFORE
+    assert tuned.pop("preset_selection") == "proxy:mnist"
+    assert tuned == PEARL_TUNED
     assert tuned["name"] == "pearl_tuned"
     # and it is pearl plus only its differences
     pearl = method_config("pearl", tmp_path)
     assert pearl.pop("preset_selection") == "authors"
     differ = {k for k in tuned.keys() | pearl.keys() if tuned.get(k) != pearl.get(k)}
-    assert differ == {"name", "batch_size", "scheduler"}
+    assert differ == {"name", "batch_size"}
     raw = OmegaConf.load(CONF_DIR / "method" / "pearl_tuned.yaml")
     assert list(raw["defaults"]) == ["pearl", "_self_"]
     assert set(raw) == {"defaults", "name", "batch_size", "scheduler", "preset_selection"}
     method = build_method(compose_config(["method=pearl_tuned"], tmp_path))
     assert isinstance(method, PEARL) and method.name == "pearl_tuned"
-    assert (method.batch_size, method.scheduler) == (300, "cosine")
+    assert (method.batch_size, method.scheduler) == (300, "constant")
+    # the record of that choice is committed beside the preset's provenance
+    record = json.loads(
+        (Path(__file__).parents[1] / "results/pearl_fmnist/tuned_on_mnist/selection.json")
+        .read_text()
+    )
+    assert record["mode"] == "proxy" and record["candidate_dataset"] == "mnist"
 
 
 @pytest.mark.parametrize("name", sorted(SELECTION))
@@ -123,9 +129,9 @@ def test_tiny_run_records_version_and_preset(tiny_config, tmp_path: Path) -> Non
     record = run(cfg, tmp_path / "run")
     assert record["status"] == "completed" and record["method_version"] == PEARL.version
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["method"]["preset_selection"] == "test_set"
+    assert config["method"]["preset_selection"] == "proxy:mnist"
     runs = collect_runs([tmp_path / "run"])
     assert set(runs["method_version"]) == {PEARL.version}
-    assert set(runs["preset_selection"]) == {"test_set"}
+    assert set(runs["preset_selection"]) == {"proxy:mnist"}
     (line,) = privacy_cost(runs)
     assert "1 DP run(s) published 1 release(s)" in line and "composed ε = " in line
