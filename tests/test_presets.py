@@ -1,8 +1,9 @@
 """Method presets (issue 12): ``pearl_tuned`` extends ``pearl`` through Hydra's defaults list and
-differs from it only in what the selection protocol chose (on public MNIST); every preset says how it was chosen
-(``provenance`` comment, ``preset_selection`` key) and the methods accept that label; the code
-version of a method (``Method.version``) enters the run's config id, and a tiny run records it
-in metrics.json beside the preset label in config.json, where the report reads both."""
+differs from it only in what the selection protocol chose (on public MNIST); every preset says
+how it was chosen (``provenance`` comment, ``preset_selection`` key) and the methods accept that
+label; the code version of a method (``Method.version``) enters the run's config id, and a tiny
+run records it in metrics.json beside the preset label in config.json, where the report reads
+both."""
 
 from __future__ import annotations
 

@@ -15,8 +15,9 @@ EVAL="${EVAL:-classifiers}"
 COMMON=(study=digits_quick dataset=digits seed="$SEEDS" eval="$EVAL")
 dpsynth -m "${COMMON[@]}" method="$METHODS" privacy.epsilon="$EPSILONS" "$@"
 dpsynth -m "${COMMON[@]}" method=dpsgd privacy.epsilon="$DPSGD_EPSILONS" "$@"
-# PEARL's critic ablated on the same releases (issue 13): critic off, and the authors'
-# unconstrained critic (no KL constraint, no gate); rows pearl_critic_off / pearl_critic_authors.
+# PEARL's critic ablated (issue 13; each variant is its own release, 3 seeds): critic off, and
+# the authors' unconstrained critic (no KL constraint, no gate); rows pearl_critic_off and
+# pearl_critic_authors.
 dpsynth -m "${COMMON[@]}" method=pearl +method.name=pearl_critic_off method.critic=false \
   privacy.epsilon="$EPSILONS" "$@"
 dpsynth -m "${COMMON[@]}" method=pearl +method.name=pearl_critic_authors method.critic_kl=0 \
