@@ -78,8 +78,9 @@ def test_pearl_tuned_is_pearl_plus_the_proxy_choice(tmp_path: Path) -> None:
     assert (method.batch_size, method.scheduler) == (300, "constant")
     # the record of that choice is committed beside the preset's provenance
     record = json.loads(
-        (Path(__file__).parents[1] / "results/pearl_fmnist/tuned_on_mnist/selection.json")
-        .read_text()
+        (
+            Path(__file__).parents[1] / "results/pearl_fmnist/tuned_on_mnist/selection.json"
+        ).read_text()
     )
     assert record["mode"] == "proxy" and record["candidate_dataset"] == "mnist"
 
