@@ -11,7 +11,6 @@ import torch
 
 from dpsynth.data.base import DataSpec
 from dpsynth.errors import ConfigError
-from dpsynth.methods.base import RunContext
 from dpsynth.methods.embedding import batch_embedding, draw_frequencies
 from dpsynth.methods.oneshot import EmbeddingMatcher
 from dpsynth.methods.pearl import (
@@ -23,6 +22,7 @@ from dpsynth.methods.pearl import (
     signal_to_noise,
 )
 from dpsynth.privacy.release import Release, Statistic, gaussian_release
+from tests.test_oneshot import _ctx  # the same run context as the other one-shot tests
 
 SPEC = DataSpec("toy", "image", (1, 4, 4), 3, ("a", "b", "c"), balanced=True)
 
@@ -38,16 +38,6 @@ def _release(value: np.ndarray, n: int, epsilon: float = 1.0, seed: int = 0) -> 
         delta=1e-5,
         public=public,
         rng=np.random.default_rng(seed),
-    )
-
-
-def _ctx(tmp_path, seed: int = 0) -> RunContext:
-    return RunContext(
-        seed=seed,
-        run_dir=tmp_path,
-        dataset_options={"sigma0_sq": 2.0},
-        progress=False,
-        trainer={"accelerator": "cpu"},
     )
 
 
