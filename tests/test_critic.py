@@ -192,3 +192,23 @@ def test_gate_opens_on_a_release_with_signal(tmp_path) -> None:
     syn = pearl.train(rel, SPEC, _ctx(tmp_path))
     assert syn is not None and pearl.diagnostics["critic/tau"] > 0
     assert 1 <= pearl.diagnostics["critic/effective_frequencies"] <= k + 1e-6
+
+
+def test_noise_std_under_add_remove_is_the_sums_over_the_noisy_count() -> None:
+    from dpsynth.methods.oneshot import finish_add_remove
+
+    k, c, n = 40, 3, 2000
+    counts = np.array([700.0, 650.0, 650.0])
+    rel = gaussian_release(
+        [Statistic("embedding_sum", np.zeros((2 * k, c)), 1.0), Statistic("counts", counts, 1.0)],
+        epsilon=1.0,
+        delta=1e-5,
+        neighbours="add_remove",
+        joint_sensitivity=math.sqrt(2.0),
+        rng=np.random.default_rng(0),
+    )
+    finish_add_remove(rel, with_counts=True)
+    n_hat = float(np.clip(rel["counts"], 0, None).sum())
+    assert abs(n_hat - n) < 50  # the noisy count (std ~5 at ε = 1)
+    sum_std = rel.ledger.spends[-1].parts["embedding_sum"]
+    assert embedding_noise_std(rel) == pytest.approx(sum_std / n_hat)
