@@ -360,6 +360,8 @@ class EmbeddingMethod(Method):
                 f"method.label_sampling: got {label_sampling!r}; allowed: balanced, random."
             )
         self.label_sampling = label_sampling
+        # What the critic rule read from the release (post-processing), for metrics.json.
+        self.release_diagnostics: dict[str, float] = {}
         if name is not None:  # a preset YAML over the same class names itself (one name each)
             self.name = name
         if class_counts not in ("auto", "release", "uniform"):
@@ -518,9 +520,6 @@ class EmbeddingMethod(Method):
         return TabularGenerator(
             spec, spec.num_classes, self.tabular_code_dim, self.tabular_width
         ), self.tabular_code_dim
-
-    #: What the critic rule read from the release (post-processing), for metrics.json.
-    release_diagnostics: dict[str, float] = {}
 
     def make_critic(self, spec: DataSpec, release: Release) -> nn.Module | None:
         """PEARL overrides this; DP-MERF has no critic."""

@@ -158,7 +158,6 @@ class PEARL(EmbeddingMethod):
         self.critic, self.critic_lr, self.critic_every = critic, critic_lr, critic_every
         self.critic_kl = float(critic_kl)
         self.critic_gate = None if critic_gate is None else float(critic_gate)
-        self.release_diagnostics = {}
 
     def critic_rule(self, release: Release) -> dict[str, float]:
         """The critic's settings from the release alone (post-processing): σ_e, the release's
