@@ -16,10 +16,8 @@ import numpy as np
 import pytest
 import torch
 from dp_accounting import NeighboringRelation, pld, rdp
-from omegaconf import OmegaConf
 from opacus.validators import ModuleValidator
 
-from dpsynth.config import CONF_DIR
 from dpsynth.data.adult import load_adult
 from dpsynth.data.base import Dataset, DataSpec
 from dpsynth.data.mnist import load_mnist
@@ -462,13 +460,14 @@ def test_end_to_end_idx_images(tmp_path) -> None:
             assert ledger.accountant == "none"
 
 
-def test_yamls_build_the_named_instances() -> None:
-    from hydra.utils import instantiate
+def test_yamls_build_the_named_instances(tmp_path) -> None:
+    from dpsynth.pipeline import build_method
+    from tests.conftest import compose_config
 
     for stem, private in (("dpsgd", True), ("nonprivate_gan", False)):
-        cfg = OmegaConf.load(CONF_DIR / "method" / f"{stem}.yaml")
-        assert "accountant" not in cfg  # privacy.accountant / privacy.neighbours only
-        method = instantiate(cfg)
+        cfg = compose_config([f"method={stem}"], tmp_path)
+        assert "accountant" not in cfg.method  # privacy.accountant / privacy.neighbours only
+        method = build_method(cfg)
         assert (method.name, method.private, method.one_shot) == (stem, private, False)
     assert DPSGDGAN.private is True  # the class default is untouched by instances
 

@@ -50,8 +50,8 @@ SELECTION = {
     "pearl": "authors",
     "pearl_tuned": "proxy:mnist",
     "dpmerf": "authors",
-    "dpsgd": "test_set",
-    "nonprivate_gan": "test_set",
+    "dpsgd": "proxy:mnist",
+    "nonprivate_gan": "proxy:mnist",
 }
 
 
@@ -102,9 +102,21 @@ def test_methods_accept_the_label_from_the_raw_yaml() -> None:
     """Code that instantiates a method YAML directly (not through build_method) works too."""
     from hydra.utils import instantiate
 
-    for stem in ("pearl", "dpmerf", "dpsgd", "nonprivate_gan"):
+    for stem in ("pearl", "dpmerf", "dpsgd"):
         cfg = OmegaConf.load(CONF_DIR / "method" / f"{stem}.yaml")
         assert instantiate(cfg).name == stem
+
+
+def test_nonprivate_gan_is_dpsgd_without_dp(tmp_path: Path) -> None:
+    """The non-private reference row extends dpsgd.yaml: same training values, same
+    provenance; only the name and the DP switch differ."""
+    gan, dp = method_config("nonprivate_gan", tmp_path), method_config("dpsgd", tmp_path)
+    assert {k for k in gan.keys() | dp.keys() if gan.get(k) != dp.get(k)} == {"name", "private"}
+    raw = OmegaConf.load(CONF_DIR / "method" / "nonprivate_gan.yaml")
+    assert list(raw["defaults"]) == ["dpsgd", "_self_"]
+    assert set(raw) == {"defaults", "name", "private"}
+    method = build_method(compose_config(["method=nonprivate_gan"], tmp_path))
+    assert (method.name, method.private) == ("nonprivate_gan", False)
 
 
 def test_method_version_enters_the_config_id(
@@ -137,3 +149,21 @@ def test_tiny_run_records_version_and_preset(tiny_config, tmp_path: Path) -> Non
     assert set(runs["preset_selection"]) == {"proxy:mnist"}
     (line,) = privacy_cost(runs)
     assert "1 DP run(s) published 1 release(s)" in line and "composed ε = " in line
+
+
+def test_dpsgd_preset_is_the_proxy_winner(tmp_path: Path) -> None:
+    """dpsgd.yaml's tuned values are the winner of its committed proxy selection on MNIST."""
+    record = json.loads(
+        (
+            Path(__file__).parents[1] / "results/dpsgd_fmnist/tuned_on_mnist/selection.json"
+        ).read_text()
+    )
+    assert (record["mode"], record["candidate_dataset"], record["method"]) == (
+        "proxy",
+        "mnist",
+        "dpsgd",
+    )
+    assert record["spends"] == [] and record["epsilon_tuning"] == 0.0
+    preset = method_config("dpsgd", tmp_path)
+    for key, value in record["winner"]["overrides"].items():
+        assert preset[key.removeprefix("method.")] == value
