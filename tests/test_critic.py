@@ -94,8 +94,11 @@ def test_pure_noise_release_keeps_weights_uniform_and_the_loss_is_dpmerfs(tmp_pa
     assert pearl.diagnostics["critic/gate_open"] == 0.0
 
 
-def _critic_run(target: torch.Tensor, freqs: torch.Tensor, tau: float, steps: int) -> torch.Tensor:
-    """Critic ascent only, against a fixed generated batch (x, y): the final α (k,)."""
+def _critic_run(
+    target: torch.Tensor, freqs: torch.Tensor, tau: float, steps: int, min_ess: float = 0.0
+) -> torch.Tensor:
+    """Critic ascent only, against a fixed generated batch (x, y), each step followed by the
+    effective-frequency projection when ``min_ess`` > 0 (as training does): the final α (k,)."""
     torch.manual_seed(0)
     m = EmbeddingMatcher(
         torch.nn.Sequential(),
@@ -117,6 +120,8 @@ def _critic_run(target: torch.Tensor, freqs: torch.Tensor, tau: float, steps: in
         opt.zero_grad()
         (-m.critic_objective(x, y)).backward()
         opt.step()
+        if min_ess > 0:
+            m.critic.project_(m.freqs_sq, min_ess)
     with torch.no_grad():
         return m.critic(m.freqs_sq)
 
@@ -154,6 +159,52 @@ def test_critic_finds_a_known_two_frequency_discrepancy_on_a_clean_release() -> 
     tau = critic_temperature(embedding_noise_std(rel), 3, k, kl=1.0)
     alpha = _critic_run(target, freqs, tau, 300)
     assert float(alpha[two].sum()) > 0.5  # from 2/k = 1% to most of the weight
+    # With the default floor (1/Σα² ≥ k/2) the critic still finds them: one of the two is the
+    # largest weight, both are above uniform, together they hold > 5× their uniform share
+    # (measured 7.7×), and the floor holds.
+    floored = _critic_run(target, freqs, tau, 300, min_ess=0.5)
+    assert int(torch.argmax(floored)) in two.tolist()
+    assert float(floored[two].min()) > 2.0 / k
+    assert float(floored[two].sum()) > 5 * 2.0 / k
+    assert 1 / float((floored.double() ** 2).sum()) >= 0.5 * k * (1 - 1e-6)
+
+
+def test_floor_projection_restores_the_effective_number_and_keeps_the_family() -> None:
+    k = 300
+    freqs = draw_frequencies(k, 16, 2.0, seed=3)
+    critic = FrequencyCritic(16, 2.0)
+    with torch.no_grad():
+        critic.precision.copy_(torch.linspace(0.01, 4.0, 16))  # a far move: α concentrated
+    freqs_sq = freqs**2
+    alpha0 = critic(freqs_sq).detach()
+    assert 1 / float((alpha0.double() ** 2).sum()) < 0.5 * k
+    move0 = critic.precision.detach() - 2.0
+    c = critic.project_(freqs_sq, 0.5)
+    alpha = critic(freqs_sq).detach()
+    ess = 1 / float((alpha.double() ** 2).sum())
+    assert 0.5 * k * (1 - 1e-6) <= ess < 0.55 * k  # at the floor, not needlessly further
+    assert 0.0 < c < 1.0
+    torch.testing.assert_close(critic.precision.detach() - 2.0, c * move0)  # same direction
+    # the ranking of frequencies is kept (logits only scaled)
+    assert torch.equal(torch.argsort(alpha), torch.argsort(alpha0))
+    # already feasible: untouched
+    before = critic.precision.detach().clone()
+    assert critic.project_(freqs_sq, 0.5) == 1.0
+    assert torch.equal(critic.precision.detach(), before)
+
+
+def test_floor_stops_a_collapse_on_a_clean_release() -> None:
+    """High ε: τ ≈ 0, the gate open. Without the floor the critic collapses onto a few
+    frequencies (the Fashion-MNIST ε = 10 failure); with it α keeps ≥ k/2 effective ones."""
+    k = 200
+    freqs = draw_frequencies(k, 16, 2.0, seed=0)
+    x, y = _BATCH
+    fitted = batch_embedding(x, y, freqs, None, 3).detach()
+    target = fitted + 0.05 * torch.randn(fitted.shape, generator=torch.Generator().manual_seed(2))
+    free = _critic_run(target, freqs, 0.0, 400)
+    floored = _critic_run(target, freqs, 0.0, 400, min_ess=0.5)
+    assert 1 / float((free.double() ** 2).sum()) < 0.1 * k
+    assert 1 / float((floored.double() ** 2).sum()) >= 0.5 * k * (1 - 1e-6)
 
 
 def test_the_rule_maps_epsilon_and_n_to_settings_deterministically() -> None:
@@ -173,7 +224,15 @@ def test_the_rule_maps_epsilon_and_n_to_settings_deterministically() -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("critic_kl", -1.0), ("critic_kl", float("nan")), ("critic_gate", "inf")]
+    ("key", "value"),
+    [
+        ("critic_kl", -1.0),
+        ("critic_kl", float("nan")),
+        ("critic_gate", "inf"),
+        ("critic_min_ess", 1.5),
+        ("critic_min_ess", -0.1),
+        ("critic_min_ess", float("nan")),
+    ],
 )
 def test_bad_critic_settings_are_refused(key: str, value) -> None:
     with pytest.raises(ConfigError, match=f"method.{key}"):

@@ -31,6 +31,7 @@ PEARL_TUNED = {
     "critic_every": 5,
     "critic_kl": 1.0,
     "critic_gate": 1.0,
+    "critic_min_ess": 0.5,
     "steps": 3000,
     "batch_size": 300,
     "lr": 0.01,

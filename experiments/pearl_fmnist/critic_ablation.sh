@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PEARL's critic ablated on Fashion-MNIST (issue 13): the default (noise-calibrated KL
-# constraint + signal gate), the critic off, the authors' unconstrained critic, and each new
-# piece alone; each variant a preset name of its own, so its own release; 3 seeds,
+# constraint + signal gate + effective-frequency floor), the critic off, the authors'
+# unconstrained critic, the default without the floor (pearl-2's critic), and each piece alone; each variant a preset name of its own, so its own release; 3 seeds,
 # logistic regression on 60k synthetic images (EVAL=classifiers for MLP/CNN too).
 # Axes from the environment: EPSILONS (default 1,10), SEEDS (0,1,2), EVAL (fast).
 set -euo pipefail
@@ -14,8 +14,13 @@ COMMON=(study=pearl_critic_ablation dataset=fashion_mnist method=pearl
 dpsynth -m "${COMMON[@]}" "$@"                                                # default
 dpsynth -m "${COMMON[@]}" +method.name=pearl_critic_off method.critic=false "$@"
 dpsynth -m "${COMMON[@]}" +method.name=pearl_critic_authors method.critic_kl=0 \
+  method.critic_gate=null method.critic_min_ess=0 "$@"
+dpsynth -m "${COMMON[@]}" +method.name=pearl_critic_no_floor method.critic_min_ess=0 "$@"
+dpsynth -m "${COMMON[@]}" +method.name=pearl_critic_kl_only method.critic_gate=null \
+  method.critic_min_ess=0 "$@"
+dpsynth -m "${COMMON[@]}" +method.name=pearl_critic_gate_only method.critic_kl=0 \
+  method.critic_min_ess=0 "$@"
+dpsynth -m "${COMMON[@]}" +method.name=pearl_critic_floor_only method.critic_kl=0 \
   method.critic_gate=null "$@"
-dpsynth -m "${COMMON[@]}" +method.name=pearl_critic_kl_only method.critic_gate=null "$@"
-dpsynth -m "${COMMON[@]}" +method.name=pearl_critic_gate_only method.critic_kl=0 "$@"
 dpsynth-report outputs/multirun/pearl_critic_ablation --out results/pearl_fmnist/critic_ablation \
   --protocols experiments/protocols.csv --protocol lenet60k-test-fid10k

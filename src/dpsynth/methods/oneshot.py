@@ -107,6 +107,7 @@ class EmbeddingMatcher(pl.LightningModule):
         critic_lr: float = 0.01,
         critic_every: int = 5,
         critic_tau: float = 0.0,
+        critic_min_ess: float = 0.0,
         label_sampling: str = "balanced",
     ) -> None:
         super().__init__()
@@ -121,6 +122,7 @@ class EmbeddingMatcher(pl.LightningModule):
         self.max_steps, self.scheduler_name, self.loss_scale = max_steps, scheduler, loss_scale
         self.critic_lr, self.critic_every = critic_lr, critic_every
         self.critic_tau = float(critic_tau)  # τ of the KL(α ‖ uniform) constraint; 0: none
+        self.critic_min_ess = float(critic_min_ess)  # floor on 1/Σα² as a fraction of k; 0: none
         self.num_classes = class_weights.shape[0]
         self.label_sampling = label_sampling
         self._weights: torch.Tensor | None = None  # w for generator steps, until the critic moves
@@ -209,6 +211,8 @@ class EmbeddingMatcher(pl.LightningModule):
             critic_opt.zero_grad(set_to_none=True)
             self.manual_backward(critic_loss)
             critic_opt.step()
+            if self.critic_min_ess > 0:  # the trust region (PEARL's docstring)
+                self.critic.project_(self.freqs_sq, self.critic_min_ess)
             self._weights = None
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
