@@ -211,3 +211,27 @@ def test_critic_collapse_is_flagged() -> None:
     assert critic_flags(ok) == []
     bad = {"critic/effective_frequencies": 1.4, "critic/num_frequencies": 1500.0}
     assert critic_flags(bad) == ["critic_collapse"]
+
+
+def test_git_sha_marks_uncommitted_changes(tmp_path) -> None:
+    """A record made from modified tracked code says so (``-dirty``); a clean tree gives the
+    bare commit; outside a checkout there is none."""
+    import subprocess
+
+    from dpsynth.records import git_sha
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert git_sha(tmp_path) is None
+    git("init", "-q")
+    (tmp_path / "m.py").write_text("x = 1\n")
+    git("add", "m.py")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "c")
+    clean = git_sha(tmp_path)
+    assert clean is not None and len(clean) == 40
+    (tmp_path / "m.py").write_text("x = 2\n")
+    assert git_sha(tmp_path) == clean + "-dirty"
+    (tmp_path / "new.py").write_text("")  # untracked files do not make it dirty
+    (tmp_path / "m.py").write_text("x = 1\n")
+    assert git_sha(tmp_path) == clean

@@ -74,16 +74,25 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def git_sha() -> str | None:
+def git_sha(cwd: str | Path | None = None) -> str | None:
+    """The commit the code runs from, with ``-dirty`` appended when tracked files under ``cwd``
+    (default: the installed package's source folder) differ from it: a record made from
+    uncommitted code must not claim a commit's behaviour. None outside a git checkout."""
+    where = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=where
         )
-        return out.stdout.strip() or None
+        sha = out.stdout.strip()
+        if out.returncode != 0 or not sha:
+            return None
+        diff = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", "."],
+            capture_output=True,
+            timeout=10,
+            cwd=where,
+        )
+        return sha + "-dirty" if diff.returncode == 1 else sha
     except (OSError, subprocess.SubprocessError):
         return None
 

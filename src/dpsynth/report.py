@@ -840,7 +840,13 @@ def _header_lines(
     done = kept[kept["status"] == "completed"]
     failed = int((kept["status"] != "completed").sum())
     shas = table.loc[table["git_sha"] != "", "git_sha"].value_counts()
-    sha_text = ", ".join(f"{s[:12]} ({n} runs)" for s, n in shas.items()) or "unknown"
+    sha_text = (
+        ", ".join(
+            f"{s[:12]}{'-dirty (uncommitted changes)' if s.endswith('-dirty') else ''} ({n} runs)"
+            for s, n in shas.items()
+        )
+        or "unknown"
+    )
     if protocol:
         protocol_line = f"Protocol (ours): {protocol}" + (
             f" — {protocol_text}" if protocol_text else ""
