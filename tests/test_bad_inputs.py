@@ -176,3 +176,25 @@ def test_disk_full_while_writing_results(tmp_path, monkeypatch) -> None:
     assert not (run_dir / "metrics.json").exists()
     assert not (run_dir / "samples.npz").exists()
     assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_a_preset_chosen_on_this_datasets_data_is_refused(tmp_path) -> None:
+    """pearl_tuned was selected on MNIST's training split (proxy mode, nothing paid): on MNIST
+    itself that selection is an unaccounted look at the private data, so the run is refused
+    before any release; on another dataset the same preset runs."""
+    root = Path(write_idx_dataset(tmp_path / "m", n_train=40, n_test=20))
+    cfg = compose_config(
+        ["method=pearl_tuned", "method.steps=2", "dataset=mnist", f"data_dir={root}"], tmp_path
+    )
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match="preset_selection: proxy:mnist") as info:
+        run(cfg, run_dir)
+    assert "dpsynth-tune" in str(info.value)
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "release.npz").exists()
+    from tests.conftest import shrink
+
+    cfg = compose_config(
+        ["method=pearl_tuned", "dataset=fashion_mnist", f"data_dir={root}", "eval=fast"],
+        tmp_path,
+    )
+    assert run(shrink(cfg), tmp_path / "run2")["status"] == "completed"

@@ -31,6 +31,12 @@ def test_end_to_end(tiny_config, tmp_path, dataset: str, method: str) -> None:
             run(cfg, run_dir)
         assert not (run_dir / "metrics.json").exists()
         return
+    if build_method(cfg).private and cfg.method.get("preset_selection") == f"proxy:{dataset}":
+        # chosen on this dataset's training split (e.g. pearl_tuned, dpsgd on MNIST): refused
+        with pytest.raises(ConfigError, match="preset_selection"):
+            run(cfg, run_dir)
+        assert not (run_dir / "metrics.json").exists()
+        return
     record = run(cfg, run_dir)
     assert record["status"] == "completed"
     on_disk = json.loads((run_dir / "metrics.json").read_text())

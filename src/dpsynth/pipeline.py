@@ -414,6 +414,19 @@ def preflight(
             f"privacy.delta: got {privacy.delta} ≥ 1/n = 1/{n} = {1.0 / n:.3g}; such a δ permits "
             f"publishing a whole record. Use δ < 1/n (the papers use 1e-5)."
         )
+    # A preset selected by dpsynth-tune in proxy mode read its proxy's training split for free;
+    # on that same dataset the selection is an unpaid look at the private data, outside ε.
+    # (A dpsynth-tune candidate, tune.role=candidate, is exempt: it is part of a selection.)
+    selection = str(OmegaConf.select(cfg, "method.preset_selection", default="") or "")
+    role = str(OmegaConf.select(cfg, "tune.role", default="none") or "none")
+    if method.private and role != "candidate" and selection == f"proxy:{data.spec.name}":
+        raise ConfigError(
+            f"method={method.name}: its preset was chosen on {data.spec.name}'s training data "
+            f"(method.preset_selection: {selection}), so on dataset={data.spec.name} that "
+            "selection read the private data outside the run's ε. Use a preset chosen elsewhere "
+            "(e.g. method=pearl), or re-select on this dataset with dpsynth-tune (validation "
+            "mode pays for the selection) or on another public proxy."
+        )
     cache = Path(cfg.cache_dir)
     if not _writable(cache):
         raise ConfigError(
