@@ -240,7 +240,7 @@ def test_aim_ledger_is_the_composition_of_its_rounds(
 
 
 @needs_mbi
-@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("compress", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_mst_without_noise_recovers_the_marginals_it_measured(tmp_path, compress: bool) -> None:
     # ε = 10⁵: noise std ~0.02 counts, i.e. noise off for all practical purposes
     cfg, data = _data(tmp_path, "adult", "privacy.epsilon=1e5")

@@ -19,9 +19,16 @@ from dpsynth.methods.base import Method
 from dpsynth.pipeline import build_method, critic_flags, peak_rss_mb, reset_peak_rss, run
 from tests.conftest import DATASETS, METHODS, compose_config, shrink
 
+# AIM on the tiny Adult files (~45 s) is also run end to end in test_marginal_methods.
+_SLOW_E2E = {("adult", "aim")}
+E2E = [
+    pytest.param(d, m, id=f"{m}-{d}", marks=[pytest.mark.slow] if (d, m) in _SLOW_E2E else [])
+    for m in METHODS
+    for d in DATASETS
+]
 
-@pytest.mark.parametrize("dataset", DATASETS)
-@pytest.mark.parametrize("method", METHODS)
+
+@pytest.mark.parametrize(("dataset", "method"), E2E)
 def test_end_to_end(tiny_config, tmp_path, dataset: str, method: str) -> None:
     cfg = tiny_config(dataset, method)
     run_dir = tmp_path / "run"
