@@ -12,7 +12,7 @@ import pytest
 import yaml
 from dp_accounting import pld, rdp
 
-from dpsynth.data.base import Dataset, DataSpec
+from dpsynth.data.base import Column, Dataset, DataSpec
 from dpsynth.errors import ConfigError, PrivacyError
 from dpsynth.methods.base import PrivacySpec, RunContext
 from dpsynth.methods.embedding import class_embedding, draw_frequencies
@@ -26,7 +26,11 @@ from dpsynth.privacy.accounting import (
     epsilon_spent,
     exact_epsilon,
 )
-from dpsynth.privacy.estimates import dp_mean_sq_distance
+from dpsynth.privacy.estimates import (
+    auto_mean_sq_distance,
+    dp_mean_sq_distance,
+    uniform_mean_sq_distance,
+)
 from dpsynth.privacy.release import Budget, ReleaseCache
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -244,6 +248,49 @@ def test_dp_mean_sq_distance_estimates_the_median_heuristic_scale() -> None:
     assert budget.spends[0].share == 0.05 and budget.spends[0].statistic == "mean_sq_norm+mean"
 
 
+def test_uniform_prior_is_the_mean_sq_distance_of_uniform_records() -> None:
+    rng = np.random.default_rng(1)
+    image = DataSpec("toy", "image", (1, 8, 8), 2, ("a", "b"))
+    x = rng.random((2, 200_000, 64))  # pixels uniform on [0, 1]
+    assert uniform_mean_sq_distance(image) == pytest.approx(
+        float(((x[0] - x[1]) ** 2).sum(1).mean()), rel=0.01
+    )
+    cols = (Column("u", "numeric"), Column("c", "categorical", ("p", "q", "r")))
+    table = DataSpec("t", "tabular", (4,), 2, ("a", "b"), columns=cols)
+    u = rng.uniform(-1, 1, (2, 200_000))
+    onehot = np.eye(3)[rng.integers(0, 3, (2, 200_000))]
+    empirical = ((u[0] - u[1]) ** 2).mean() + ((onehot[0] - onehot[1]) ** 2).sum(1).mean()
+    assert uniform_mean_sq_distance(table) == pytest.approx(float(empirical), rel=0.01)
+
+
+def test_auto_sigma0_uses_the_prior_only_when_the_estimate_is_noise() -> None:
+    rng = np.random.default_rng(0)
+    spec = DataSpec("toy", "image", (1, 8, 8), 2, ("a", "b"))
+    big = (rng.random((20000, 64)) < 0.3).astype(np.float32)  # E‖x − x′‖² = 26.9
+    budget = Budget(PrivacySpec(1.0, 1e-5))
+    value, record = auto_mean_sq_distance(big, spec, budget=budget, share=0.05)
+    assert record["sigma0_source"] == "dp" and value == record["sigma0_dp_estimate"]
+    assert value == pytest.approx(26.9, rel=0.1) and record["sigma0_dp_sd"] < 2.0
+    # 300 records at ε 0.2: the estimate's noise sd (public) dwarfs the scale: the prior.
+    small = big[:300]
+    budget = Budget(PrivacySpec(0.2, 1e-5))
+    value, record = auto_mean_sq_distance(small, spec, budget=budget, share=0.05)
+    assert record["sigma0_source"] == "prior" and value == 64 / 6
+    assert record["sigma0_dp_sd"] > 0.5 * min(record["sigma0_dp_estimate"], 64 / 6)
+    # the DP estimate is paid either way: the ledger holds its spend
+    assert budget.spends[0].share == 0.05 and budget.spends[0].statistic == "mean_sq_norm+mean"
+
+
+def test_auto_sigma0_reaches_the_release_record(tmp_path) -> None:
+    data = _images(n=300)
+    rel = PEARL(num_features=8).release(
+        data, PrivacySpec(0.2, 1e-5), _ctx(tmp_path, None, sigma0="auto")
+    )
+    assert rel.public["sigma0_source"] == "prior"
+    assert rel.public["sigma0_sq"] == rel.public["sigma0_prior"] == data.spec.dim / 6
+    assert len(rel.ledger.spends) == 2 and rel.ledger.epsilon_spent <= 0.2
+
+
 def test_class_embedding_of_an_empty_class_is_zero() -> None:
     x, y = np.random.default_rng(0).random((5, 3)).astype(np.float32), np.zeros(5, np.int64)
     e = class_embedding(x, y, draw_frequencies(4, 3, 1.0, 0), 2)
@@ -264,7 +311,7 @@ def test_every_dataset_constant_states_its_source(path: Path) -> None:
         assert key in cfg, f"{path.name}: no {key}"
         source = str(provenance.get(key, "")).strip()
         assert len(source) > 20, f"{path.name}: {key} has no stated source in provenance"
-    if cfg["sigma0_sq"] != "dp":  # a constant must cite a public document, not the data
+    if cfg["sigma0_sq"] not in ("dp", "auto"):  # a constant must cite a public document
         assert "heuristic" not in str(provenance["sigma0_sq"]) or "public" in str(
             provenance["sigma0_sq"]
         )

@@ -135,7 +135,17 @@ def train_generator(
     return synth, ledger
 
 
-RECORDED_PUBLIC = ("cache_key", "sigma0_sq", "num_features", "release_counts", "release_seconds")
+RECORDED_PUBLIC = (
+    "cache_key",
+    "sigma0_sq",
+    "sigma0_source",
+    "sigma0_dp_estimate",
+    "sigma0_dp_sd",
+    "sigma0_prior",
+    "num_features",
+    "release_counts",
+    "release_seconds",
+)
 
 
 def check_ledger(ledger: Ledger, privacy: PrivacySpec, method: Method) -> None:

@@ -47,7 +47,7 @@ from dpsynth.methods.embedding import (
     draw_frequencies,
 )
 from dpsynth.methods.generators import ConvGenerator, TabularGenerator
-from dpsynth.privacy.estimates import dp_mean_sq_distance
+from dpsynth.privacy.estimates import auto_mean_sq_distance, dp_mean_sq_distance
 from dpsynth.privacy.release import (
     Budget,
     PrivacySpec,
@@ -418,10 +418,12 @@ class EmbeddingMethod(Method):
 
     def _sigma0_sq(self, dataset_options: dict[str, Any]) -> float | str:
         """The frequency scale: ``dp`` (a DP estimate paid from the run's budget, see
-        :mod:`dpsynth.privacy.estimates`) or a positive constant with a public source."""
+        :mod:`dpsynth.privacy.estimates`), ``auto`` (that estimate, or the public uniform-domain
+        prior where the estimate's noise is too large to use) or a positive constant with a
+        public source."""
         value = self.sigma0_sq if self.sigma0_sq is not None else dataset_options.get("sigma0_sq")
-        if value == "dp":
-            return "dp"
+        if value in ("dp", "auto"):
+            return str(value)
         try:
             ok = value is not None and float(value) > 0
         except (TypeError, ValueError):
@@ -429,9 +431,10 @@ class EmbeddingMethod(Method):
         if not ok:
             raise ConfigError(
                 f"method.sigma0_sq / dataset.sigma0_sq: got {value!r}; allowed: dp (a DP "
-                "estimate paid from the budget) or a positive constant whose public source is "
-                "cited in conf/dataset/<name>.yaml's provenance, never computed from the "
-                "private data."
+                "estimate paid from the budget), auto (that estimate, or the public "
+                "uniform-domain prior when the estimate is too noisy) or a positive constant "
+                "whose public source is cited in conf/dataset/<name>.yaml's provenance, never "
+                "computed from the private data."
             )
         return float(value)
 
@@ -474,8 +477,13 @@ class EmbeddingMethod(Method):
             budget.spends.extend(getattr(data, "spends", []))  # load-time releases of this run
             x = data.train_x.reshape(n, -1)
             sigma0_sq = public["sigma0_sq"]
+            sigma0_record: dict[str, Any] = {}
             if sigma0_sq == "dp":
                 sigma0_sq = dp_mean_sq_distance(x, spec, budget=budget, share=self.sigma0_share)
+            elif sigma0_sq == "auto":
+                sigma0_sq, sigma0_record = auto_mean_sq_distance(
+                    x, spec, budget=budget, share=self.sigma0_share
+                )
             freqs = draw_frequencies(
                 public["num_features"], spec.dim, float(sigma0_sq), public["freq_seed"]
             )
@@ -486,7 +494,7 @@ class EmbeddingMethod(Method):
                 stats,
                 budget=budget,
                 joint_sensitivity=joint,
-                public={**public, "sigma0_sq": float(sigma0_sq)},
+                public={**public, "sigma0_sq": float(sigma0_sq), **sigma0_record},
             )
             if privacy.neighbours == "replace_one":
                 rel.public["n"] = n  # public under replace-one
@@ -503,7 +511,7 @@ class EmbeddingMethod(Method):
             "data": fingerprint(data.train_x, data.train_y),
             "load_spends": [vars(s) for s in getattr(data, "spends", [])],
             "privacy": vars(privacy),
-            "sigma0_share": self.sigma0_share if public["sigma0_sq"] == "dp" else None,
+            "sigma0_share": self.sigma0_share if public["sigma0_sq"] in ("dp", "auto") else None,
             "seed": ctx.seed,
         }
         return run_release(ctx, parts, build)
