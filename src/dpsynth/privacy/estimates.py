@@ -27,8 +27,6 @@ kernel two-sample test", JMLR 2012 (the heuristic).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from dpsynth.data.base import DataSpec
@@ -78,7 +76,7 @@ def auto_mean_sq_distance(
 
     Returns the value and a record of how it was chosen (for the run's metrics).
     """
-    estimate, sd = dp_mean_sq_distance(x, spec, budget=budget, share=share, return_sd=True)
+    estimate, sd = dp_mean_sq_distance_with_sd(x, spec, budget=budget, share=share)
     prior = uniform_mean_sq_distance(spec)
     use_dp = sd <= max_rel_sd * min(estimate, prior)
     record: dict[str, float | str] = {
@@ -91,14 +89,20 @@ def auto_mean_sq_distance(
 
 
 def dp_mean_sq_distance(
+    x: np.ndarray, spec: DataSpec, *, budget: Budget, share: float, chunk: int = 8192
+) -> float:
+    """DP estimate of E‖x − x′‖² (:func:`dp_mean_sq_distance_with_sd`, without the sd)."""
+    return dp_mean_sq_distance_with_sd(x, spec, budget=budget, share=share, chunk=chunk)[0]
+
+
+def dp_mean_sq_distance_with_sd(
     x: np.ndarray,
     spec: DataSpec,
     *,
     budget: Budget,
     share: float,
     chunk: int = 8192,
-    return_sd: bool = False,
-) -> Any:
+) -> tuple[float, float]:
     """DP estimate of E‖x − x′‖² over pairs of private records ``x`` (n, d).
 
     Privacy: one Gaussian release (``gaussian_release`` with ``share`` of ``budget``, the
@@ -108,8 +112,8 @@ def dp_mean_sq_distance(
     public ball first, so the sensitivities hold for any input. Everything after the release
     is post-processing (debiasing by the known noise std).
 
-    With ``return_sd``, also the estimate's noise sd (post-processing: the released noise stds
-    and, for the mean's cross term, the debiased noisy ‖mean‖²):
+    Returns the estimate and its noise sd (post-processing: the released noise stds and, for
+    the mean's cross term, the debiased noisy ‖mean‖²):
     sd = 2 √(s_a² + 4 s² ‖m‖² + 2 d s⁴) for the noise stds s_a of mean ‖x‖² and s of each
     coordinate of the mean.
     """
@@ -156,7 +160,5 @@ def dp_mean_sq_distance(
     msd = 2.0 * (a - mean_sq)
     # A tiny or negative value is noise: floor at 1% of the public maximum, a usable scale.
     value = float(max(msd, 0.01 * r2))
-    if not return_sd:
-        return value
     var = std_a**2 + 4.0 * std_mean**2 * max(mean_sq, 0.0) + 2.0 * d * std_mean**4
     return value, 2.0 * float(np.sqrt(var))
