@@ -48,7 +48,7 @@ PEARL_TUNED = {
     "name": "pearl_tuned",
 }
 SELECTION = {
-    "pearl": "authors",
+    "pearl": "proxy:mnist|fashion_mnist",
     "pearl_tuned": "proxy:mnist",
     "dpmerf": "authors",
     "dpsgd": "proxy:mnist",
@@ -68,12 +68,21 @@ def test_pearl_tuned_is_pearl_plus_the_proxy_choice(tmp_path: Path) -> None:
     assert tuned["name"] == "pearl_tuned"
     # and it is pearl plus only its differences
     pearl = method_config("pearl", tmp_path)
-    assert pearl.pop("preset_selection") == "authors"
+    assert pearl.pop("preset_selection") == "proxy:mnist|fashion_mnist"
     differ = {k for k in tuned.keys() | pearl.keys() if tuned.get(k) != pearl.get(k)}
-    assert differ == {"name", "batch_size"}
+    # pearl's balanced batches were chosen later; pearl_tuned keeps the labels it was chosen with
+    assert differ == {"name", "batch_size", "label_sampling"}
+    assert (pearl["label_sampling"], tuned["label_sampling"]) == ("balanced", "random")
     raw = OmegaConf.load(CONF_DIR / "method" / "pearl_tuned.yaml")
     assert list(raw["defaults"]) == ["pearl", "_self_"]
-    assert set(raw) == {"defaults", "name", "batch_size", "scheduler", "preset_selection"}
+    assert set(raw) == {
+        "defaults",
+        "name",
+        "batch_size",
+        "scheduler",
+        "label_sampling",
+        "preset_selection",
+    }
     method = build_method(compose_config(["method=pearl_tuned"], tmp_path))
     assert isinstance(method, PEARL) and method.name == "pearl_tuned"
     assert (method.batch_size, method.scheduler) == (300, "constant")
@@ -168,3 +177,46 @@ def test_dpsgd_preset_is_the_proxy_winner(tmp_path: Path) -> None:
     preset = method_config("dpsgd", tmp_path)
     for key, value in record["winner"]["overrides"].items():
         assert preset[key.removeprefix("method.")] == value
+
+
+@pytest.mark.parametrize(
+    ("label", "dataset", "holds"),
+    [
+        ("authors", "mnist", "authors"),
+        ("test_set", "mnist", "test_set"),
+        ("proxy:mnist", "fashion_mnist", "proxy:mnist"),
+        ("proxy:mnist", "mnist", None),  # chosen on this dataset: refused
+        ("proxy:mnist|fashion_mnist", "mnist", "proxy:fashion_mnist"),
+        ("proxy:mnist|fashion_mnist", "fashion_mnist", "proxy:mnist"),
+        ("proxy:mnist|fashion_mnist", "digits", "proxy:mnist|fashion_mnist"),
+    ],
+)
+def test_selection_label_as_it_holds_on_a_dataset(label: str, dataset: str, holds) -> None:
+    from dpsynth.config import selection_for
+
+    assert selection_for(label, dataset) == holds
+
+
+def test_pearl_default_runs_on_both_of_its_proxies_with_the_other_as_label(
+    tmp_path: Path,
+) -> None:
+    """pearl's label_sampling was chosen separately on MNIST and on Fashion-MNIST: on each of
+    them the run stands on the other's selection, and its record and report row say which."""
+    from dpsynth.pipeline import run
+    from dpsynth.report import collect_runs
+    from tests.conftest import shrink
+    from tests.datagen import write_idx_dataset
+
+    root = Path(write_idx_dataset(tmp_path / "m", n_train=40, n_test=20))
+    dirs = []
+    for dataset, other in (("mnist", "fashion_mnist"), ("fashion_mnist", "mnist")):
+        cfg = compose_config(
+            ["method=pearl", f"dataset={dataset}", f"data_dir={root}", "eval=fast"], tmp_path
+        )
+        record = run(shrink(cfg), tmp_path / dataset)
+        assert record["status"] == "completed"
+        assert record["preset_selection"] == f"proxy:{other}"
+        dirs.append(tmp_path / dataset)
+    runs = collect_runs(dirs)  # a row per metric
+    labels = runs.groupby("dataset")["preset_selection"].agg(set).to_dict()
+    assert labels == {"mnist": {"proxy:fashion_mnist"}, "fashion_mnist": {"proxy:mnist"}}

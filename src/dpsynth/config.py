@@ -58,6 +58,23 @@ RESULT_NEUTRAL_KEYS = (
 METHOD_LABEL_KEYS = ("preset_selection",)
 
 
+def selection_for(label: str, dataset: str) -> str | None:
+    """A preset's selection label as it holds for a run on ``dataset``; None when that
+    selection read this dataset's own training data (the run must be refused).
+
+    ``proxy:a|b`` records the same choice made independently on each public proxy a and b (each
+    a separate dpsynth-tune selection in proxy mode that found the same winner). On dataset a
+    the choice read a's private data through the first selection but stands on b's alone: the
+    run's label is ``proxy:b``. Any other label (authors, validation, test_set, ...) is kept.
+    """
+    label = str(label or "")
+    if not label.startswith("proxy:"):
+        return label
+    proxies = [p for p in label[len("proxy:") :].split("|") if p]
+    others = [p for p in proxies if p != dataset]
+    return "proxy:" + "|".join(others) if others else None
+
+
 def method_version(method: Any) -> str | None:
     """The code version (``Method.version``) of the class a method config's ``_target_`` names;
     None when there is no ``_target_`` or it does not import (the run then stops with its own

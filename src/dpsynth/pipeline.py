@@ -25,7 +25,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dpsynth.config import DATASET_OPTION_KEYS, config_id, validate
+from dpsynth.config import DATASET_OPTION_KEYS, config_id, selection_for, validate
 from dpsynth.data.base import Dataset
 from dpsynth.errors import ConfigError, DpsynthError, PrivacyError
 from dpsynth.executor import executor_info
@@ -257,6 +257,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     record["privacy"]["delta_reserved"] = privacy.delta_reserved
     method.check(data.spec, {k: cfg.dataset.get(k) for k in DATASET_OPTION_KEYS}, data.n_train)
     preflight(cfg, data, privacy, method, run_dir)
+    # How the preset was chosen, as it holds on this dataset (``selection_for``): the report
+    # labels the run's row by it.
+    label = OmegaConf.select(cfg, "method.preset_selection", default=None)
+    if label is not None:
+        record["preset_selection"] = selection_for(str(label), data.spec.name)
     evaluator = build(cfg.eval)
 
     # One process per run folder: a concurrent sweep that reaches the same job skips it.
@@ -429,7 +434,7 @@ def preflight(
     # (A dpsynth-tune candidate, tune.role=candidate, is exempt: it is part of a selection.)
     selection = str(OmegaConf.select(cfg, "method.preset_selection", default="") or "")
     role = str(OmegaConf.select(cfg, "tune.role", default="none") or "none")
-    if method.private and role != "candidate" and selection == f"proxy:{data.spec.name}":
+    if method.private and role != "candidate" and selection_for(selection, data.spec.name) is None:
         raise ConfigError(
             f"method={method.name}: its preset was chosen on {data.spec.name}'s training data "
             f"(method.preset_selection: {selection}), so on dataset={data.spec.name} that "

@@ -11,7 +11,9 @@
   release's fingerprint and public facts (e.g. the DP σ0² estimate); ``executor``: where the
   run ran (local | joblib | slurm | ray, node, job ids; :mod:`dpsynth.executor`);
   ``method_version`` (changes whenever the method's results would); ``not_dp_metrics``: the
-  metric keys computed from the private training split (no DP guarantee behind them)
+  metric keys computed from the private training split (no DP guarantee behind them);
+  ``preset_selection``: how the method preset was chosen, as it holds on this dataset
+  (``proxy:a|b`` on dataset a reads ``proxy:b``; :func:`dpsynth.config.selection_for`)
 - ``metrics``: namespaced keys (``eval/acc_logreg``, ``eval/roc_auc``, ...);
   ``higher_is_better``: the same keys → bool; ``flags``: warnings such as mode collapse or a
   collapsed PEARL critic; ``diagnostics``: facts about the trained model (critic concentration)

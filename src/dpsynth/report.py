@@ -270,10 +270,14 @@ def _read_run(
 
 
 def _preset_selection(path: Path, rec: dict[str, Any]) -> str:
-    """How the run's method preset was chosen (``method.preset_selection``: authors,
-    test_set, validation, public_proxy), from the resolved ``config.json`` beside the record
-    (or the record itself); "unrecorded" for runs made before presets said so."""
+    """How the run's method preset was chosen (authors, test_set, validation, proxy:<dataset>):
+    the record's own label, which says how the selection holds on the run's dataset
+    (:func:`dpsynth.config.selection_for`), else ``method.preset_selection`` in the resolved
+    ``config.json`` beside it (runs made before records carried it); "unrecorded" for runs
+    made before presets said so."""
     value = rec.get("preset_selection")
+    if value:
+        return str(value)
     try:
         config = json.loads((path.parent / "config.json").read_text())
         value = (config.get("method") or {}).get("preset_selection") or value
