@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The speed/memory side of the PEARL benchmark: the authors' preset (method=pearl) on the real
+# The speed/memory side of the PEARL benchmark: the default preset (method=pearl) on the real
 # Fashion-MNIST at ε = 1, three seeds, each in its own process (the state of one run never
 # touches the next), fresh release cache so the release is made and timed. Then one table of
 # median seconds per stage and peak RSS beside the authors' code on the same kind of machine
