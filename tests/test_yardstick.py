@@ -281,6 +281,21 @@ def test_auto_sigma0_uses_the_prior_only_when_the_estimate_is_noise() -> None:
     assert budget.spends[0].share == 0.05 and budget.spends[0].statistic == "mean_sq_norm+mean"
 
 
+def test_auto_sigma0_never_uses_a_zero_prior() -> None:
+    """A public domain of one value per column (a DP schema that kept one category each) has
+    prior E‖x − x′‖² = 0, no kernel width: auto takes the (floored, positive) estimate."""
+    cols = (Column("c", "categorical", ("p",)), Column("e", "categorical", ("q",)))
+    spec = DataSpec("t", "tabular", (2,), 2, ("a", "b"), columns=cols)
+    assert uniform_mean_sq_distance(spec) == 0.0
+    x = np.ones((40, 2), dtype=np.float32)
+    budget = Budget(PrivacySpec(0.2, 1e-5))
+    value, record = auto_mean_sq_distance(x, spec, budget=budget, share=0.05)
+    assert record["sigma0_source"] == "dp" and value == record["sigma0_dp_estimate"] > 0
+    assert np.isfinite(draw_frequencies(4, 2, value, 0).numpy()).all()
+    with pytest.raises(ValueError, match="sigma0_sq"):
+        draw_frequencies(4, 2, 0.0, 0)
+
+
 def test_auto_sigma0_reaches_the_release_record(tmp_path) -> None:
     data = _images(n=300)
     rel = PEARL(num_features=8).release(

@@ -21,6 +21,8 @@ def draw_frequencies(k: int, dim: int, sigma0_sq: float, seed: int) -> torch.Ten
 
     The seed is public and independent of the data, so T costs no privacy.
     """
+    if not (np.isfinite(sigma0_sq) and sigma0_sq > 0):
+        raise ValueError(f"sigma0_sq must be a finite number > 0, got {sigma0_sq}")
     g = torch.Generator().manual_seed(int(seed))
     return torch.randn(k, dim, generator=g) / float(np.sqrt(sigma0_sq))  # (k, d)
 

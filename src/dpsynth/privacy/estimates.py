@@ -78,7 +78,9 @@ def auto_mean_sq_distance(
     """
     estimate, sd = dp_mean_sq_distance_with_sd(x, spec, budget=budget, share=share)
     prior = uniform_mean_sq_distance(spec)
-    use_dp = sd <= max_rel_sd * min(estimate, prior)
+    # A public domain of one point per column (e.g. a DP schema that kept one category of
+    # each column) has prior 0, which is no kernel width; the estimate is floored above 0.
+    use_dp = prior <= 0 or sd <= max_rel_sd * min(estimate, prior)
     record: dict[str, float | str] = {
         "sigma0_source": "dp" if use_dp else "prior",
         "sigma0_dp_estimate": estimate,
