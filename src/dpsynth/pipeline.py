@@ -256,12 +256,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     privacy = dataclasses.replace(privacy, delta_reserved=data.delta_reserved)
     record["privacy"]["delta_reserved"] = privacy.delta_reserved
     method.check(data.spec, {k: cfg.dataset.get(k) for k in DATASET_OPTION_KEYS}, data.n_train)
-    preflight(cfg, data, privacy, method, run_dir)
-    # How the preset was chosen, as it holds on this dataset (``selection_for``): the report
-    # labels the run's row by it.
-    label = OmegaConf.select(cfg, "method.preset_selection", default=None)
-    if label is not None:
-        record["preset_selection"] = selection_for(str(label), data.spec.name)
+    # How the preset was chosen, as it holds on this dataset: the report labels the row by it.
+    selection = preflight(cfg, data, privacy, method, run_dir)
+    if selection:
+        record["preset_selection"] = selection
     evaluator = build(cfg.eval)
 
     # One process per run folder: a concurrent sweep that reaches the same job skips it.
@@ -418,8 +416,9 @@ def _writable(folder: Path) -> bool:
 
 def preflight(
     cfg: DictConfig, data: Dataset, privacy: PrivacySpec, method: Method, run_dir: Path
-) -> None:
-    """Checks that need the loaded data's public size, before any output is written."""
+) -> str | None:
+    """Checks that need the loaded data's public size, before any output is written. Returns
+    the preset's selection label as it holds on this dataset (:func:`selection_for`)."""
     n = data.n_train
     # δ policy (README "δ"): the dataset YAML's public default, explicit overrides allowed, and
     # never δ ≥ 1/n. Checked only where n is public (replace-one); under add/remove n is private
@@ -433,8 +432,9 @@ def preflight(
     # on that same dataset the selection is an unpaid look at the private data, outside ε.
     # (A dpsynth-tune candidate, tune.role=candidate, is exempt: it is part of a selection.)
     selection = str(OmegaConf.select(cfg, "method.preset_selection", default="") or "")
+    holds = selection_for(selection, data.spec.name)
     role = str(OmegaConf.select(cfg, "tune.role", default="none") or "none")
-    if method.private and role != "candidate" and selection_for(selection, data.spec.name) is None:
+    if method.private and role != "candidate" and holds is None:
         raise ConfigError(
             f"method={method.name}: its preset was chosen on {data.spec.name}'s training data "
             f"(method.preset_selection: {selection}), so on dataset={data.spec.name} that "
@@ -453,3 +453,4 @@ def preflight(
             f"output folder {run_dir.parent} is not writable; set hydra.run.dir=<a writable "
             "folder>."
         )
+    return holds
