@@ -120,6 +120,22 @@ def test_rerun_reuses_the_release(tiny_config, tmp_path) -> None:
     ]
 
 
+def test_an_ablation_can_share_the_release_of_the_run_it_ablates(tiny_config, tmp_path) -> None:
+    """``method.release_of``: the critic-off row trains on PEARL's own release (a paired
+    ablation, nothing spent again); without it, it draws a release of its own."""
+    pearl = run(tiny_config("digits", "pearl"), tmp_path / "pearl")
+    off = ("+method.name=pearl_critic_off", "method.critic=false")
+    paired = run(tiny_config("digits", "pearl", *off, "method.release_of=pearl"), tmp_path / "p")
+    own = run(tiny_config("digits", "pearl", *off), tmp_path / "own")
+    assert paired["method"] == own["method"] == "pearl_critic_off"
+    assert paired["privacy"]["cache_hit"] and not own["privacy"]["cache_hit"]
+    assert paired["release"]["fingerprint"] == pearl["release"]["fingerprint"]
+    assert own["release"]["fingerprint"] != pearl["release"]["fingerprint"]
+    assert paired["privacy"]["releases"] == pearl["privacy"]["releases"]
+    with pytest.raises(ConfigError, match="method.release_of"):
+        build_method(tiny_config("digits", "pearl", "method.release_of=a/b"))
+
+
 @pytest.mark.parametrize(("eval_name", "kept"), [("fast", False), ("default", True)])
 def test_private_records_dropped_after_release_unless_evaluation_reads_them(
     tmp_path, monkeypatch, eval_name: str, kept: bool

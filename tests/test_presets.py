@@ -45,6 +45,7 @@ PEARL_TUNED = {
     "tabular_width": 0,
     "checkpoint_every": 500,
     "label_sampling": "random",
+    "release_of": None,
     "name": "pearl_tuned",
 }
 SELECTION = {

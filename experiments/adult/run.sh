@@ -13,11 +13,12 @@ SEEDS="${SEEDS:-0,1,2}"
 EVAL="${EVAL:-default}"
 dpsynth -m study=adult dataset=adult data_dir="${DPSYNTH_DATA:-../shared/data/adult}" method="$METHODS" privacy.epsilon="$EPSILONS" \
   seed="$SEEDS" eval="$EVAL" "$@"
-# PEARL's critic ablated (issue 13): the same preset with critic: false, its own release.
+# PEARL's critic ablated (issue 13): the same preset with critic: false, on PEARL's own release
+# (method.release_of=pearl: a paired ablation, the rows differ by training alone).
 if [[ ",$METHODS," == *",pearl,"* ]]; then
   dpsynth -m study=adult dataset=adult data_dir="${DPSYNTH_DATA:-../shared/data/adult}" method=pearl \
-    +method.name=pearl_critic_off method.critic=false privacy.epsilon="$EPSILONS" seed="$SEEDS" \
-    eval="$EVAL" "$@"
+    +method.name=pearl_critic_off method.critic=false method.release_of=pearl \
+    privacy.epsilon="$EPSILONS" seed="$SEEDS" eval="$EVAL" "$@"
 fi
 dpsynth-report outputs/multirun/adult --compare experiments/adult/published.csv \
   --protocol sklearn11-adulttest-scoreauc --out results/adult  # experiments/protocols.csv

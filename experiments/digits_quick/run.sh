@@ -15,11 +15,12 @@ EVAL="${EVAL:-classifiers}"
 COMMON=(study=digits_quick dataset=digits seed="$SEEDS" eval="$EVAL")
 dpsynth -m "${COMMON[@]}" method="$METHODS" privacy.epsilon="$EPSILONS" "$@"
 dpsynth -m "${COMMON[@]}" method=dpsgd privacy.epsilon="$DPSGD_EPSILONS" "$@"
-# PEARL's critic ablated (issue 13; each variant is its own release, 3 seeds): critic off, and
-# the authors' unconstrained critic (no KL constraint, no gate, no floor); rows pearl_critic_off and
-# pearl_critic_authors.
+# PEARL's critic ablated (issue 13, 3 seeds): critic off, on PEARL's own release
+# (method.release_of=pearl: a paired ablation, the rows differ by training alone), and the
+# authors' unconstrained critic (no KL constraint, no gate, no floor; its own release); rows
+# pearl_critic_off and pearl_critic_authors.
 dpsynth -m "${COMMON[@]}" method=pearl +method.name=pearl_critic_off method.critic=false \
-  privacy.epsilon="$EPSILONS" "$@"
+  method.release_of=pearl privacy.epsilon="$EPSILONS" "$@"
 dpsynth -m "${COMMON[@]}" method=pearl +method.name=pearl_critic_authors method.critic_kl=0 \
   method.critic_gate=null method.critic_min_ess=0 privacy.epsilon="$EPSILONS" "$@"
 dpsynth-report outputs/multirun/digits_quick --compare experiments/digits_quick/published.csv \

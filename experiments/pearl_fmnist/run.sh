@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # PEARL (authors' preset and ours) beside DP-MERF on the real Fashion-MNIST, ε ∈ {0.2, 1, 10},
 # 3 seeds; logistic regression and the LeNet-style CNN trained on 60k synthetic images, tested
-# on the real 10k test set; plus PEARL's critic ablated (critic off), each variant its own
-# release. These are the one-shot runs of the Fashion-MNIST leaderboard (study fmnist_table,
+# on the real 10k test set; plus PEARL's critic ablated (critic off) on PEARL's own release
+# (method.release_of=pearl: a paired ablation). These are the one-shot runs of the Fashion-MNIST leaderboard (study fmnist_table,
 # the same folders and configs): running one study finishes the other's one-shot jobs, and no
 # release is made twice. Writes results/pearl_fmnist/ (leaderboard, curves, index.html).
 # Extra args go to dpsynth, e.g. `bash experiments/pearl_fmnist/run.sh seed=0` for one seed.
@@ -12,7 +12,8 @@ ARGS=('eval.classifiers=[logreg,cnn]' eval.privacy_metrics.enabled=false
   cache_dir=outputs/cache/fmnist_table "$@")
 EVAL=classifiers DPSGD_EPSILONS='' bash experiments/fmnist_table/run.sh "${ARGS[@]}"
 dpsynth -m study=fmnist_table dataset=fashion_mnist method=pearl +method.name=pearl_critic_off \
-  method.critic=false privacy.epsilon=0.2,1,10 seed=0,1,2 eval=classifiers "${ARGS[@]}"
+  method.critic=false method.release_of=pearl privacy.epsilon=0.2,1,10 seed=0,1,2 \
+  eval=classifiers "${ARGS[@]}"
 RUNS=outputs/multirun/fmnist_table/fashion_mnist
 dpsynth-report "$RUNS/pearl" "$RUNS/pearl_tuned" "$RUNS/dpmerf" \
   --compare experiments/fmnist_table/published.csv --out results/pearl_fmnist \

@@ -17,6 +17,8 @@ COMMON=(study=small_table dataset=csv dataset.path="$PWD/$CSV" dataset.target=ta
   'dataset.schema={target: {categories: [benign, malignant]}}' seed="$SEEDS" eval=classifiers
   privacy.epsilon="$EPSILONS")
 dpsynth -m "${COMMON[@]}" method="$METHODS" "$@"
-# PEARL's critic ablated (issue 13): the same preset with critic: false, its own release.
-dpsynth -m "${COMMON[@]}" method=pearl +method.name=pearl_critic_off method.critic=false "$@"
+# PEARL's critic ablated (issue 13): the same preset with critic: false, on PEARL's own release
+# (method.release_of=pearl: a paired ablation, the rows differ by training alone).
+dpsynth -m "${COMMON[@]}" method=pearl +method.name=pearl_critic_off method.critic=false \
+  method.release_of=pearl "$@"
 dpsynth-report outputs/multirun/small_table --protocol sklearn11-small-table --out results/small_table

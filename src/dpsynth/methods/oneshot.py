@@ -332,7 +332,7 @@ class EmbeddingMethod(Method):
     #: What ``release`` reads besides the data (``parts`` of its cache key); the rest of the
     #: config is post-processing of the release.
     release_keys = frozenset(
-        {"num_features", "sigma0_sq", "freq_seed", "class_counts", "sigma0_share"}
+        {"num_features", "sigma0_sq", "freq_seed", "class_counts", "sigma0_share", "release_of"}
     )
 
     def __init__(
@@ -357,6 +357,7 @@ class EmbeddingMethod(Method):
         label_sampling: str = "balanced",
         sigma0_share: float = 0.05,
         name: str | None = None,
+        release_of: str | None = None,
         preset_selection: str = "authors",  # provenance label for dpsynth-report; unused here
     ) -> None:
         if label_sampling not in ("balanced", "random"):
@@ -368,6 +369,18 @@ class EmbeddingMethod(Method):
         self.release_diagnostics: dict[str, float] = {}
         if name is not None:  # a preset YAML over the same class names itself (one name each)
             self.name = name
+        if release_of is not None and not (
+            isinstance(release_of, str) and release_of.strip() and "/" not in release_of
+        ):
+            raise ConfigError(
+                f"method.release_of: got {release_of!r}; null (this method's own release) or "
+                "the name of the preset whose release to share, e.g. pearl."
+            )
+        # Whose release this run uses: its own (null), or that of the named preset at the same
+        # release settings, seed and budget. Sharing is post-processing of one release (the
+        # report counts it once), and it pairs an ablation with the run it ablates: the two
+        # rows then differ by training alone, not by two independent noise draws.
+        self.release_of = release_of
         if class_counts not in ("auto", "release", "uniform"):
             raise ConfigError(
                 f"method.class_counts: got {class_counts!r}; allowed: auto, release, uniform."
@@ -446,7 +459,7 @@ class EmbeddingMethod(Method):
 
     def public_params(self, spec: DataSpec, ctx: RunContext) -> dict[str, Any]:
         return {
-            "method": self.name,
+            "method": self.release_of or self.name,  # whose release (part of the cache key)
             "num_features": int(self.num_features),
             "sigma0_sq": self._sigma0_sq(ctx.dataset_options),
             "freq_seed": int(self.freq_seed if self.freq_seed is not None else ctx.seed),
