@@ -4,7 +4,8 @@
 # on the real 10k test set; plus PEARL's critic ablated (critic off) on PEARL's own release
 # (method.release_of=pearl: a paired ablation). These are the one-shot runs of the
 # Fashion-MNIST leaderboard (study fmnist_table, the same folders and configs): running one
-# study finishes the other's one-shot jobs, and no release is made twice. Writes results/pearl_fmnist/ (leaderboard, curves, index.html).
+# study finishes the other's one-shot jobs, and no release is made twice. Writes
+# results/pearl_fmnist/ (leaderboard, curves, index.html).
 # Extra args go to dpsynth, e.g. `bash experiments/pearl_fmnist/run.sh seed=0` for one seed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
