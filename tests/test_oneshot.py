@@ -187,16 +187,28 @@ def test_cached_release_reused_with_one_spend(tmp_path) -> None:
     assert not c.ledger.cache_hit  # another budget → another release
 
 
-def test_channels_last_generator_computes_the_plain_layout_function() -> None:
-    # The conv stack runs channels-last for speed; the function must be the NCHW one.
+def test_generator_computes_the_plain_upsample_conv_stack() -> None:
+    # The CPU path fuses each upsampling into its convolution; the function must be the stock
+    # Upsample → Conv2d stack's, with the same parameters (state-dict keys unchanged).
     torch.manual_seed(0)
-    gen = ConvGenerator((3, 8, 8), 4, code_dim=5, hidden=16, base_channels=4, mid_channels=3)
+    gen = ConvGenerator((3, 8, 12), 4, code_dim=5, hidden=16, base_channels=4, mid_channels=3)
     gen.eval()
     code, labels = torch.randn(6, 5), torch.arange(6) % 4
-    fast = gen(code, labels)  # (6, 3, 8, 8)
+    fused = gen(code, labels)  # (6, 3, 8, 12)
     h = gen.fc(torch.cat([code, torch.nn.functional.one_hot(labels, 4).float()], 1))
-    plain = gen.conv.to(memory_format=torch.contiguous_format)(h.view(-1, *gen.base))
-    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+    up = torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+    plain = torch.nn.Sequential(
+        up, torch.nn.Conv2d(4, 3, 5, padding=2), torch.nn.ReLU(),
+        up, torch.nn.Conv2d(3, 3, 5, padding=2), torch.nn.Sigmoid(),
+    )  # fmt: skip
+    plain.load_state_dict(gen.conv.state_dict())
+    torch.testing.assert_close(fused, plain(h.view(-1, *gen.base)), rtol=1e-5, atol=1e-6)
+    assert {k for k in gen.state_dict() if k.startswith("conv.")} == {
+        "conv.1.weight",
+        "conv.1.bias",
+        "conv.4.weight",
+        "conv.4.bias",
+    }
 
 
 def test_sampling_builds_no_autograd_graph() -> None:
@@ -233,26 +245,54 @@ def test_critic_batch_is_drawn_from_the_eval_mode_generator(tmp_path) -> None:
     torch.testing.assert_close(stats[2], stats[1])  # the critic's batch left BN stats alone
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_fast_one_channel_conv_matches_conv2d_and_its_gradients(channels_last: bool) -> None:
-    from dpsynth.methods.generators import FastConv2d
+@pytest.mark.parametrize(("size", "kernel"), [((4, 4), 5), ((3, 5), 3), ((7, 2), 5)])
+def test_fused_upsample_conv_matches_upsample_then_conv2d_and_its_gradients(
+    size: tuple[int, int], kernel: int
+) -> None:
+    from dpsynth.methods.generators import UpsampleConv2d
 
     torch.manual_seed(0)
-    fast = FastConv2d(3, 1, 5, padding=2).double()
-    plain = torch.nn.Conv2d(3, 1, 5, padding=2).double()
-    plain.load_state_dict(fast.state_dict())
-    x = torch.randn(4, 3, 6, 6, dtype=torch.float64)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_(True)
-    g = torch.randn(4, 1, 6, 6, dtype=torch.float64)
-    out_f, out_p = fast(x), plain(x)
+    fused = UpsampleConv2d(3, 2, kernel).double()
+    plain = torch.nn.Conv2d(3, 2, kernel, padding=kernel // 2).double()
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(4, 3, *size, dtype=torch.float64, requires_grad=True)
+    up = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    out_f, out_p = fused(x), plain(up)  # (4, 2, 2h, 2w)
     torch.testing.assert_close(out_f, out_p)
-    grads_f = torch.autograd.grad(out_f, [x, *fast.parameters()], g)
+    g = torch.randn_like(out_p)
+    grads_f = torch.autograd.grad(out_f, [x, *fused.parameters()], g)
     grads_p = torch.autograd.grad(out_p, [x, *plain.parameters()], g)
     for a, b in zip(grads_f, grads_p, strict=True):
         torch.testing.assert_close(a, b)
-    assert torch.autograd.gradcheck(lambda inp: fast(inp), (x,))
+    assert torch.autograd.gradcheck(lambda inp: fused(inp), (x,))
+
+
+def test_fused_upsample_conv_refuses_an_even_kernel() -> None:
+    from dpsynth.methods.generators import UpsampleConv2d
+
+    with pytest.raises(ValueError, match="odd kernel size, got 4"):
+        UpsampleConv2d(3, 2, 4)
+
+
+def test_cf_features_and_their_hand_written_gradient_match_the_formula() -> None:
+    from dpsynth.methods.embedding import cf_features
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    freqs = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    proj = x @ freqs.T
+    formula = torch.cat([torch.cos(proj), torch.sin(proj)], 1) / math.sqrt(7)  # (5, 14)
+    z = cf_features(x, freqs)
+    torch.testing.assert_close(z, formula)
+    assert torch.allclose(z.norm(dim=1), torch.ones(5, dtype=torch.float64))  # unit norm
+    g = torch.randn_like(z)
+    ours, reference = (
+        torch.autograd.grad(z, [x, freqs], g),
+        torch.autograd.grad(formula, [x, freqs], g),
+    )
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(cf_features, (x, freqs))
 
 
 def test_random_label_sampling_uses_the_plain_batch_mean() -> None:

@@ -2,7 +2,11 @@
 
 Compares with the authors' image script on the same 2-core machines (medians of 3 seeds,
 ../shared/REFERENCE.md): release 7.5 s, 3000 generator steps 132 s, 60k samples 2.6 s, total
-146 s, peak RSS 1.4 GB, logistic regression 73.1 ± 1.3.
+146 s, peak RSS 1.4 GB, logistic regression 73.1 ± 1.3. Those machines vary: REFERENCE.md's
+ran a 2048² float32 matrix product at 327 GFLOP/s, and the same code's generator step has taken
+16 ms on one and 34 ms on another. So the table also records this machine's matrix-product
+throughput, measured when the table is made (right after the runs, on the same idle machine),
+beside REFERENCE.md's: a ratio against the authors' timings is only as good as that match.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import statistics
 from pathlib import Path
 
 AUTHORS = {"release": 7.5, "train": 132.0, "sample": 2.6, "work": 146.0, "rss_gb": 1.4}
+REFERENCE_GFLOPS = 327.0  # REFERENCE.md: the machine the authors' timings were taken on
 
 
 def main() -> None:
@@ -54,7 +59,15 @@ def main() -> None:
     acc = [row["acc_logreg"] for row in rows]
     sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = {"runs": rows, "median": med, "authors": AUTHORS, "machine": _machine()}
+    gflops = matmul_gflops()
+    summary = {
+        "runs": rows,
+        "median": med,
+        "authors": AUTHORS,
+        "machine": _machine(),
+        "matmul_gflops": gflops,
+        "reference_matmul_gflops": REFERENCE_GFLOPS,
+    }
     (args.out / "speed.json").write_text(json.dumps(summary, indent=2))
     lines = [
         f"# PEARL preset speed, Fashion-MNIST, ε = 1 ({len(rows)} seeds, medians; {_machine()})",
@@ -76,9 +89,33 @@ def main() -> None:
         f"{med['rss_gb_with_eval']:.2f} GB.",
         "Peak RSS through sampling is the kernel's high-water mark after the sampling stage "
         "(`peak_rss_mb_by_stage.sample` in metrics.json); torch + Lightning alone take ~0.85 GB.",
+        "",
+        f"This machine's 2048² float32 matrix product, measured when the table was made: "
+        f"{gflops:.0f} GFLOP/s; REFERENCE.md's machine (the authors' timings): "
+        f"{REFERENCE_GFLOPS:.0f} GFLOP/s. Where the two differ, the ratio row compares unlike "
+        "machines; compare the code with itself on one machine instead.",
     ]
     (args.out / "speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 20) -> float:
+    """Throughput of one n×n float32 matrix product with torch's default threads (GFLOP/s),
+    the best of three timings of ``repeats`` products: how fast this machine is right now."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = min(best, (time.perf_counter() - t) / repeats)
+    return 2 * n**3 / best / 1e9
 
 
 def _machine() -> str:

@@ -12,6 +12,8 @@ class-conditional mean embedding E = (1/n) Σ_j z(x_j) ⊗ onehot(y_j) ∈ R^{2k
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -27,11 +29,35 @@ def draw_frequencies(k: int, dim: int, sigma0_sq: float, seed: int) -> torch.Ten
     return torch.randn(k, dim, generator=g) / float(np.sqrt(sigma0_sq))  # (k, d)
 
 
+class _CFFeatures(torch.autograd.Function):
+    """z(x) with a hand-written backward: it reuses the forward's cos and sin (autograd would
+    evaluate both again from the saved projection) and writes no concatenation. d z_cos / d proj
+    = −z_sin and d z_sin / d proj = z_cos, so g_proj = z_cos·g_sin − z_sin·g_cos."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+        k = freqs.shape[0]
+        proj = x @ freqs.T  # (N, k)
+        z = torch.empty(x.shape[0], 2 * k, dtype=proj.dtype, device=proj.device)  # (N, 2k)
+        torch.cos(proj, out=z[:, :k])
+        torch.sin(proj, out=z[:, k:])
+        z.mul_(1.0 / float(np.sqrt(k)))
+        ctx.save_for_backward(z, x, freqs)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        z, x, freqs = ctx.saved_tensors
+        k = freqs.shape[0]
+        g_proj = torch.addcmul(z[:, :k] * grad[:, k:], z[:, k:], grad[:, :k], value=-1.0)  # (N, k)
+        gx = g_proj @ freqs if ctx.needs_input_grad[0] else None  # (N, d)
+        gf = g_proj.T @ x if ctx.needs_input_grad[1] else None  # (k, d)
+        return gx, gf
+
+
 def cf_features(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Unit-norm CF features z(x): (N, d) × (k, d) → (N, 2k)."""
-    proj = x @ freqs.T  # (N, k)
-    k = freqs.shape[0]
-    return torch.cat([torch.cos(proj), torch.sin(proj)], dim=1) / float(np.sqrt(k))  # (N, 2k)
+    """Unit-norm CF features z(x): (N, d) × (k, d) → (N, 2k), [cos(T x); sin(T x)] / √k."""
+    return _CFFeatures.apply(x, freqs)
 
 
 def class_embedding(
