@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.stats import multivariate_normal
@@ -265,6 +266,38 @@ def test_fused_upsample_conv_matches_upsample_then_conv2d_and_its_gradients(
     for a, b in zip(grads_f, grads_p, strict=True):
         torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(lambda inp: fused(inp), (x,))
+
+
+def test_the_training_loss_reaches_the_logger_on_its_logging_steps(tmp_path) -> None:
+    # The loss is logged only on the steps a logger writes (self.log is slow on CPU); the
+    # logger must still receive it on exactly those steps.
+    from pytorch_lightning.loggers import CSVLogger
+
+    from dpsynth.methods.oneshot import fit
+
+    gen = ConvGenerator((1, 4, 4), 3, code_dim=2, hidden=8, base_channels=2, mid_channels=2)
+    matcher = _matcher(None, gen, k=10, max_steps=6)
+    ctx = _ctx(tmp_path)
+    ctx.logger = CSVLogger(tmp_path, name="log")
+    ctx.trainer = {**ctx.trainer, "log_every_n_steps": 2}
+    fit(matcher, 6, ctx, checkpoint_every=0)
+    frame = pd.read_csv(next(tmp_path.rglob("metrics.csv")))
+    logged = frame.dropna(subset=["train/loss"])
+    assert logged["step"].tolist() == [1, 3, 5]  # steps 2, 4, 6 (Lightning counts from 0)
+    assert np.isfinite(logged["train/loss"]).all()
+
+
+def test_fused_upsample_conv_trains_after_sampling_in_inference_mode() -> None:
+    from dpsynth.methods.generators import UpsampleConv2d
+
+    layer = UpsampleConv2d(2, 1, 3)
+    x = torch.randn(3, 2, 4, 4)
+    with torch.inference_mode():
+        sampled = layer(x)  # builds (and caches) the upsampling matrices
+    out = layer(x)
+    out.sum().backward()  # the cached matrices are not inference tensors
+    torch.testing.assert_close(out.detach(), sampled)
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
 
 
 def test_fused_upsample_conv_refuses_an_even_kernel() -> None:
