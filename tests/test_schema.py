@@ -296,6 +296,20 @@ def test_quantile_bounds_read_off_the_noisy_cdf():
     assert schema_mod.bin_histogram(np.array([1e12, -1e12, np.nan]), edges).sum() == 2
 
 
+def test_a_pure_noise_grid_almost_never_keeps_a_bin():
+    # One kept noise bin far out on the grid can hold more than the 1% the low quantile reads
+    # (it once set a height column's lower bound at −23,714), so the threshold grows with the
+    # number of bins: ≤ 1e-4 false bins per histogram.
+    edges = SignedLogGrid().edges()
+    m = len(edges) - 1
+    z = schema_mod.bin_threshold_sigmas(m)
+    assert z == pytest.approx(norm.isf(schema_mod.FALSE_BINS_PER_HISTOGRAM / m))
+    assert 4.8 < z < 5.0 and schema_mod.bin_threshold_sigmas(1) == 4.0  # never below 4σ
+    noise = np.random.default_rng(0).normal(0.0, 1.0, (20000, m))
+    assert (noise >= z).any(axis=1).mean() < 1e-3  # 4σ alone: ~0.6% of histograms
+    assert (noise >= 4.0).any(axis=1).mean() > 2e-3
+
+
 def test_grid_and_options_are_validated(tmp_path):
     path = write_table(tmp_path / "t.csv", n=50)
     with pytest.raises(ConfigError, match="dataset.dp_schema.quantiles"):

@@ -20,8 +20,9 @@ k histograms released together have joint normalised sensitivity √k, the defau
   histogram over a public, data-independent grid (:class:`SignedLogGrid` by default: 8 bins
   per decade for |x| in [1e-3, 1e9], both signs, values beyond clamped into the end bins, so
   every parsable value lies in exactly one bin; unparsable cells in none). Post-processing:
-  bins below 4 noise std are zeroed, and the bounds are the edges of the bins holding the
-  low / high quantiles (default 1% / 99%) of the remaining mass.
+  bins below z noise std are zeroed, z chosen so that a pure-noise grid keeps a bin with
+  probability ≤ 1e-4 (4.9 on the default grid), and the bounds are the edges of the bins
+  holding the low / high quantiles (default 1% / 99%) of the remaining mass.
 * **category and label sets** (:func:`release_values`) — Gaussian partition selection
   (Korolova et al. WWW 2009; Wilson et al., "Differentially private SQL with bounded user
   contribution", PoPETs 2020; Desfontaines et al., "Differentially private partition
@@ -61,9 +62,14 @@ from dpsynth.privacy.release import Budget, Statistic, gaussian_release
 #: Name of the catch-all category appended to every DP-inferred category set: values that
 #: were not released (rare ones) and values unseen in the private split map to it.
 OTHER = "__other__"
-#: Noisy histogram bins below this many noise standard deviations are treated as empty when
-#: reading quantiles off the noisy CDF (≈ 3e-5 false bins per bin of pure noise).
-BIN_THRESHOLD_SIGMAS = 4.0
+#: Noisy histogram bins below a threshold are treated as empty when reading quantiles off the
+#: noisy CDF. The threshold is z noise standard deviations with P(N(0, 1) > z) =
+#: FALSE_BINS_PER_HISTOGRAM / bins (a union bound over the grid), and never below
+#: MIN_BIN_THRESHOLD_SIGMAS: one kept pure-noise bin far out on the grid can hold more than the
+#: 1% of mass the low quantile reads, and would set a bound at, e.g., −23,714 for a column in
+#: [1.5, 2.1]. A fixed 4σ let that happen in ~0.6% of releases on the default 194-bin grid.
+FALSE_BINS_PER_HISTOGRAM = 1e-4
+MIN_BIN_THRESHOLD_SIGMAS = 4.0
 _INT_RE = re.compile(r"^[+-]?\d+$")
 
 
@@ -367,15 +373,23 @@ def release_values(
     return ValuesRelease(hist, sigma, released)
 
 
+def bin_threshold_sigmas(num_bins: int) -> float:
+    """z such that a histogram of ``num_bins`` pure-noise bins keeps any bin above z noise std
+    with probability ≤ :data:`FALSE_BINS_PER_HISTOGRAM` (union bound), at least
+    :data:`MIN_BIN_THRESHOLD_SIGMAS`. Public: a function of the grid alone."""
+    z = float(-ndtri(FALSE_BINS_PER_HISTOGRAM / max(int(num_bins), 1)))
+    return max(MIN_BIN_THRESHOLD_SIGMAS, z)
+
+
 def quantile_bounds(
     noisy: np.ndarray, edges: np.ndarray, sigma: float, quantiles: tuple[float, float]
 ) -> tuple[float, float]:
     """Bounds (post-processing): the grid edges around the ``quantiles`` of the noisy mass.
 
-    Bins below :data:`BIN_THRESHOLD_SIGMAS` noise std count as empty; if none is left, the
-    bounds are the edges of the bin with the largest noisy count.
+    Bins below ``bin_threshold_sigmas(len(noisy))`` noise std count as empty; if none is left,
+    the bounds are the edges of the bin with the largest noisy count.
     """
-    kept = np.where(noisy >= BIN_THRESHOLD_SIGMAS * sigma, noisy, 0.0)
+    kept = np.where(noisy >= bin_threshold_sigmas(len(noisy)) * sigma, noisy, 0.0)
     total = float(kept.sum())
     if total <= 0.0:
         b = int(np.argmax(noisy))
