@@ -76,11 +76,10 @@ class UpsampleConv2d(nn.Conv2d):
         key = (x.shape[-2], x.shape[-1], x.dtype)
         if key not in self._taps:
             k = self.kernel_size[0]
-            with torch.inference_mode(False):  # first built while sampling: still usable later
-                self._taps[key] = (
-                    upsample_taps(x.shape[-2], k, x.dtype, x.device),
-                    upsample_taps(x.shape[-1], k, x.dtype, x.device),
-                )
+            self._taps[key] = (
+                upsample_taps(x.shape[-2], k, x.dtype, x.device),
+                upsample_taps(x.shape[-1], k, x.dtype, x.device),
+            )
         return upsample_conv2d(x, self.weight, self.bias, self._taps[key])
 
 
