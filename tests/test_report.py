@@ -380,7 +380,7 @@ def test_repo_published_files_parse(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "study", ["adult", "celeba", "digits_quick", "fmnist_table", "mnist_table"]
+    "study", ["adult", "celeba", "ceiling", "digits_quick", "fmnist_table", "mnist_table"]
 )
 def test_repo_studies_name_their_protocol(study: str) -> None:
     """Each study states our protocol in its README and passes it to dpsynth-report."""
