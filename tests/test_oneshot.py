@@ -328,6 +328,25 @@ def test_cf_features_and_their_hand_written_gradient_match_the_formula() -> None
     assert torch.autograd.gradcheck(cf_features, (x, freqs))
 
 
+def test_balanced_batch_embedding_is_the_weighted_class_mean_and_its_gradient() -> None:
+    # Class c's column is w_c × mean_{j: y_j = c} z(x_j); a class absent from the batch gives a
+    # zero column (its count is clamped to 1), and the gradient is the direct formula's.
+    freqs = draw_frequencies(7, 5, 2.0, seed=0).double()
+    x = torch.rand(8, 5, dtype=torch.float64, requires_grad=True)
+    y, w = torch.tensor([0, 2, 2, 0, 0, 2, 2, 2]), torch.tensor([0.5, 0.2, 0.3]).double()
+    z = torch.cat([torch.cos(x @ freqs.T), torch.sin(x @ freqs.T)], 1) / math.sqrt(7)  # (8, 14)
+    zero = torch.zeros(14, dtype=torch.float64)
+    cols = [w[c] * z[y == c].mean(0) if (y == c).any() else zero for c in range(3)]
+    direct = torch.stack(cols, 1)  # (14, 3)
+    ours = batch_embedding(x, y, freqs, w)
+    torch.testing.assert_close(ours, direct)
+    assert torch.all(ours[:, 1] == 0)
+    g = torch.randn(14, 3, dtype=torch.float64)
+    torch.testing.assert_close(
+        torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(direct, x, g)[0]
+    )
+
+
 def test_random_label_sampling_uses_the_plain_batch_mean() -> None:
     freqs = draw_frequencies(7, 5, 2.0, seed=0)
     x, y = torch.rand(9, 5), torch.tensor([0, 0, 1, 2, 2, 2, 0, 1, 2])

@@ -17,6 +17,8 @@ import platform
 import statistics
 from pathlib import Path
 
+from flops import CRITIC_EVERY, STEPS, floor_seconds, preset_module, step_flops
+
 AUTHORS = {"release": 7.5, "train": 132.0, "sample": 2.6, "work": 146.0, "rss_gb": 1.4}
 REFERENCE_GFLOPS = 327.0  # REFERENCE.md: the machine the authors' timings were taken on
 
@@ -60,6 +62,9 @@ def main() -> None:
     sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
     args.out.mkdir(parents=True, exist_ok=True)
     gflops = matmul_gflops()
+    flops = step_flops(preset_module())  # the arithmetic floor (flops.py), same machine
+    floor = floor_seconds(flops, STEPS, CRITIC_EVERY, gflops)
+    total_tflop = STEPS * (flops["generator_step"] + flops["critic_step"] / CRITIC_EVERY) / 1e12
     summary = {
         "runs": rows,
         "median": med,
@@ -67,6 +72,9 @@ def main() -> None:
         "machine": _machine(),
         "matmul_gflops": gflops,
         "reference_matmul_gflops": REFERENCE_GFLOPS,
+        "flops": flops,
+        "train_floor_s": floor,
+        "reference_train_floor_s": floor * gflops / REFERENCE_GFLOPS,
     }
     (args.out / "speed.json").write_text(json.dumps(summary, indent=2))
     lines = [
@@ -94,6 +102,14 @@ def main() -> None:
         f"{gflops:.0f} GFLOP/s; REFERENCE.md's machine (the authors' timings): "
         f"{REFERENCE_GFLOPS:.0f} GFLOP/s. Where the two differ, the ratio row compares unlike "
         "machines; compare the code with itself on one machine instead.",
+        "",
+        f"Arithmetic floor (`flops.py`, torch's FLOP counter on the preset's own training code): "
+        f"{flops['generator_step'] / 1e9:.3f} GFLOP a generator step, "
+        f"{flops['critic_step'] / 1e9:.3f} GFLOP a critic step (every {CRITIC_EVERY}th), so "
+        f"{STEPS} steps are {total_tflop:.2f} TFLOP: "
+        f"**{floor:.1f} s of training at this machine's matrix-product rate** (measured "
+        f"{med['train']:.1f} s, {100 * floor / med['train']:.0f}% of that rate), "
+        f"{floor * gflops / REFERENCE_GFLOPS:.1f} s at REFERENCE.md's.",
     ]
     (args.out / "speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
