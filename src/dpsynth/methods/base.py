@@ -136,9 +136,11 @@ class Method:
     ``version`` is the code version of the method (e.g. ``"pearl-2"``). Bump rule: it changes
     whenever the method's results would change for the same config: a change to its mechanism,
     its release, its training, its sampling or any shared code it runs (a change to
-    :mod:`dpsynth.methods.oneshot` bumps every one-shot method). Refactors that leave every
-    output bit-identical keep it. It enters the run's config id (a resumed sweep re-runs jobs
-    made by another version), the release cache key and ``metrics.json``
+    :mod:`dpsynth.methods.oneshot` bumps every one-shot method). Refactors that compute the
+    same arithmetic keep it, including ones that only reorder floating-point operations (a
+    summation order, a fused kernel): those change a run's bits no more than another thread
+    count or CPU does, which no version could pin. It enters the run's config id (a resumed
+    sweep re-runs jobs made by another version), the release cache key and ``metrics.json``
     (``method_version``), and ``dpsynth-report`` never pools runs of different versions.
     """
 
