@@ -198,6 +198,33 @@ def test_selection_label_as_it_holds_on_a_dataset(label: str, dataset: str, hold
     assert selection_for(label, dataset) == holds
 
 
+def test_mnist_dpsgd_runs_with_the_fashion_mnist_proxy_winner() -> None:
+    """The MNIST study's DP-SGD overrides are the winner of the committed selection on the
+    Fashion-MNIST proxy, labelled so, and that selection read nothing of MNIST."""
+    root = Path(__file__).parents[1]
+    record = json.loads(
+        (root / "results/mnist_table/dpsgd_tuned_on_fashion_mnist/selection.json").read_text()
+    )
+    assert (record["mode"], record["candidate_dataset"], record["method"]) == (
+        "proxy",
+        "fashion_mnist",
+        "dpsgd",
+    )
+    assert record["spends"] == [] and record["epsilon_tuning"] == 0.0
+    assert "dataset=mnist" in record["base_overrides"]
+    script = (root / "experiments/mnist_table/run.sh").read_text()
+    (line,) = [ln for ln in script.splitlines() if ln.startswith("DPSGD_ON_FMNIST_PROXY=(")]
+    overrides = dict(kv.split("=", 1) for kv in line.split("(", 1)[1].rstrip(")").split())
+    assert overrides.pop("method.preset_selection") == "proxy:fashion_mnist"
+    winner = {k: str(v) for k, v in record["winner"]["overrides"].items()}
+    preset = OmegaConf.load(root / "conf/method/dpsgd.yaml")
+    # what the run changes is the winner's values that differ from the preset's
+    assert overrides == {
+        k: v for k, v in winner.items() if str(preset[k.removeprefix("method.")]) != v
+    }
+    assert "${DPSGD_ON_FMNIST_PROXY[@]}" in script
+
+
 def test_pearl_default_runs_on_both_of_its_proxies_with_the_other_as_label(
     tmp_path: Path,
 ) -> None:
