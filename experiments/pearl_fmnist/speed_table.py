@@ -64,7 +64,7 @@ def main() -> None:
     gflops = matmul_gflops()
     flops = step_flops(preset_module())  # the arithmetic floor (flops.py), same machine
     floor = floor_seconds(flops, STEPS, CRITIC_EVERY, gflops)
-    total_tflop = STEPS * (flops["generator_step"] + flops["critic_step"] / CRITIC_EVERY) / 1e12
+    total_tflop = floor * gflops / 1e3  # the counted work: floor × rate
     summary = {
         "runs": rows,
         "median": med,
