@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
 from scipy.stats import multivariate_normal
 
@@ -65,7 +66,6 @@ def _matcher(
     **options: Any,
 ) -> EmbeddingMatcher:
     """A matcher over a random 3-class target; ``gen`` None: unused (cf_loss called directly)."""
-    torch.manual_seed(0)
     return EmbeddingMatcher(
         gen if gen is not None else torch.nn.Sequential(),
         draw_frequencies(k, 16, 2.0, seed=0),
@@ -191,7 +191,6 @@ def test_cached_release_reused_with_one_spend(tmp_path) -> None:
 def test_generator_computes_the_plain_upsample_conv_stack() -> None:
     # The CPU path fuses each upsampling into its convolution; the function must be the stock
     # Upsample → Conv2d stack's, with the same parameters (state-dict keys unchanged).
-    torch.manual_seed(0)
     gen = ConvGenerator((3, 8, 12), 4, code_dim=5, hidden=16, base_channels=4, mid_channels=3)
     gen.eval()
     code, labels = torch.randn(6, 5), torch.arange(6) % 4
@@ -228,7 +227,6 @@ def test_critic_batch_is_drawn_from_the_eval_mode_generator(tmp_path) -> None:
     # eval-mode generator (BatchNorm on running statistics), which it must not update.
     from dpsynth.methods.oneshot import fit
 
-    torch.manual_seed(0)
     gen = ConvGenerator((1, 4, 4), 3, code_dim=2, hidden=8, base_channels=2, mid_channels=2)
     modes: list[tuple[bool, bool]] = []  # (training, grad enabled) per generator call
     bn = gen.fc[1]
@@ -252,7 +250,6 @@ def test_fused_upsample_conv_matches_upsample_then_conv2d_and_its_gradients(
 ) -> None:
     from dpsynth.methods.generators import UpsampleConv2d
 
-    torch.manual_seed(0)
     fused = UpsampleConv2d(3, 2, kernel).double()
     plain = torch.nn.Conv2d(3, 2, kernel, padding=kernel // 2).double()
     plain.load_state_dict(fused.state_dict())
@@ -310,7 +307,6 @@ def test_fused_upsample_conv_refuses_an_even_kernel() -> None:
 def test_cf_features_and_their_hand_written_gradient_match_the_formula() -> None:
     from dpsynth.methods.embedding import cf_features
 
-    torch.manual_seed(0)
     x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     freqs = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
     proj = x @ freqs.T
@@ -420,3 +416,107 @@ def test_process_wide_flush_reaches_workers_and_leaves_privacy_numbers_identical
     assert float((torch.full((1 << 20,), 1e-39) * 1.0).sum()) > 0  # this process: unflushed
     if child["supported"]:
         assert child["sum"] == 0.0
+
+
+def test_generator_ema_is_sampled_and_leaves_training_unchanged(tmp_path) -> None:
+    # The weight average is post-processing of the trajectory: the trained generator is the
+    # same with or without it, and what is sampled is the average, built by the warmed-up
+    # recursion θ_ema ← d θ_ema + (1 − d) θ, d = min(g_ema, (1 + t)/(10 + t)).
+    data = _tiny_images()
+    plain = PEARL(num_features=16, steps=6, batch_size=12, checkpoint_every=0)
+    rel = plain.release(data, PrivacySpec(1.0, 1e-5), _ctx(tmp_path))
+    off = plain.train(rel, data.spec, _ctx(tmp_path / "off"))
+    avg = PEARL(num_features=16, steps=6, batch_size=12, checkpoint_every=0, g_ema=0.5)
+    trajectory: list[list[torch.Tensor]] = []
+    original = EmbeddingMatcher.training_step
+
+    def recording_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        out = original(self, batch, batch_idx)
+        trajectory.append([p.detach().clone() for p in self.generator.parameters()])
+        return out
+
+    EmbeddingMatcher.training_step = recording_step  # type: ignore[method-assign]
+    try:
+        on = avg.train(rel, data.spec, _ctx(tmp_path / "on"))
+    finally:
+        EmbeddingMatcher.training_step = original  # type: ignore[method-assign]
+    assert len(trajectory) == 6
+    for p, q in zip(trajectory[-1], off.generator.parameters(), strict=True):
+        torch.testing.assert_close(p, q)  # training itself is unchanged
+    pl.seed_everything(0, verbose=False)  # as train() seeds before building the generator
+    init = avg.make_generator(data.spec)[0]
+    expected = [p.detach().clone() for p in init.parameters()]
+    for t, params in enumerate(trajectory):
+        d = min(0.5, (1 + t + 1) / (10 + t + 1))  # Lightning's global step after step t
+        expected = [d * e + (1 - d) * p for e, p in zip(expected, params, strict=True)]
+    for e, p in zip(expected, on.generator.parameters(), strict=True):
+        torch.testing.assert_close(p, e)
+    assert not any(p.requires_grad for p in on.generator.parameters())  # the EMA copy
+    x, _ = on.sample(30, seed=0)
+    assert np.isfinite(x).all()
+
+
+def test_generator_ema_outside_its_range_is_refused() -> None:
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match=r"method.g_ema: got .*0 ≤ g_ema < 1"):
+            PEARL(g_ema=bad)
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.tensor(value))
+
+    def forward(self, code: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(code.shape[0], 1, 2, 2) + 0 * labels[:, None, None, None]
+
+
+def test_mixture_generator_draws_row_r_from_member_r_mod_m() -> None:
+    from dpsynth.methods.generators import MixtureGenerator
+
+    mix = MixtureGenerator([_Constant(0.0), _Constant(1.0), _Constant(2.0)])
+    out = mix(torch.zeros(7, 3), torch.arange(7) % 2)  # (7, 1, 2, 2)
+    assert out.shape == (7, 1, 2, 2)
+    assert out[:, 0, 0, 0].tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert mix(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))[:, 0, 0, 0].tolist() == [0, 1]
+
+
+def test_ensemble_trains_members_on_one_release_and_member_0_is_the_single_run(tmp_path) -> None:
+    from dpsynth.methods.generators import MixtureGenerator
+
+    data = _tiny_images()
+    single = PEARL(num_features=16, steps=6, batch_size=12, checkpoint_every=3)
+    rel = single.release(data, PrivacySpec(1.0, 1e-5), _ctx(tmp_path))
+    one = single.train(rel, data.spec, _ctx(tmp_path / "one"))
+    three = PEARL(num_features=16, steps=6, batch_size=12, checkpoint_every=3, ensemble=3)
+    ctx = _ctx(tmp_path / "three")
+    synth = three.train(rel, data.spec, ctx)
+    assert isinstance(synth.generator, MixtureGenerator) and len(synth.generator.members) == 3
+    members = synth.generator.members
+    for p, q in zip(members[0].parameters(), one.generator.parameters(), strict=True):
+        torch.testing.assert_close(p, q)  # member 0: the single-generator run itself
+    for a, b in ((0, 1), (1, 2)):  # different seeds: different generators
+        assert any(
+            not torch.equal(p, q)
+            for p, q in zip(members[a].parameters(), members[b].parameters(), strict=True)
+        )
+    for j in (1, 2):  # each further member keeps its own checkpoints, for a resume
+        assert (
+            tmp_path / "three" / "ensemble" / f"member{j}" / "checkpoints" / "last.ckpt"
+        ).exists()
+    assert three.diagnostics["ensemble/members"] == 3.0
+    assert three.diagnostics["critic/effective_frequencies"] <= 16
+    x, y = synth.sample(30, seed=0)
+    assert x.shape == (30, 1, 4, 4) and np.isfinite(x).all()
+    assert np.bincount(y).tolist() == [10, 10, 10]
+    resumed = _ctx(tmp_path / "three")
+    again = three.train(rel, data.spec, resumed)  # a resume: every member from its checkpoint
+    assert resumed.resumed_from_step == 6
+    for p, q in zip(again.generator.parameters(), synth.generator.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_ensemble_must_be_a_positive_integer() -> None:
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match=r"method.ensemble: got .*integer ≥ 1"):
+            PEARL(ensemble=bad)

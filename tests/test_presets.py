@@ -45,6 +45,8 @@ PEARL_TUNED = {
     "tabular_width": 0,
     "checkpoint_every": 500,
     "label_sampling": "random",
+    "g_ema": 0.0,
+    "ensemble": 1,
     "release_of": None,
     "name": "pearl_tuned",
 }

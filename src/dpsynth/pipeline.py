@@ -302,6 +302,7 @@ def _execute(
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:  # a new run: it draws (or takes from the cache) its release anew
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir / "ensemble", ignore_errors=True)  # further members' checkpoints
         (run_dir / RUN_RELEASE).unlink(missing_ok=True)
     write_json(run_dir / "config.json", resolved)
     try:

@@ -61,6 +61,20 @@ def flush_denormals() -> Iterator[None]:
             torch.set_flush_denormal(False)
 
 
+@torch.no_grad()
+def ema_update_(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """θ_ema ← d·θ_ema + (1 − d)·θ in place, with d warmed up as min(decay, (1 + t)/(10 + t))
+    so short runs are not stuck near the initial weights; buffers (BatchNorm statistics) are
+    copied. The generator's Polyak–Ruppert average in its exponential form (Yazıcı et al., "The
+    unusual effectiveness of averaging in GAN training", ICLR 2019): post-processing of the
+    trajectory, it averages out the step-to-step jitter of stochastic updates."""
+    d = min(float(decay), (1 + step) / (10 + step))
+    for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(p, 1.0 - d)
+    for be, b in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(b)
+
+
 @dataclass
 class RunContext:
     """Everything about a run that is not private data and not the method's own config.

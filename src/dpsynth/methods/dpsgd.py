@@ -115,7 +115,7 @@ from torch import nn
 
 from dpsynth.data.base import Dataset, DataSpec
 from dpsynth.errors import ConfigError, PrivacyError, TrainingError
-from dpsynth.methods.base import Method, PrivacySpec, RunContext, Synthesizer
+from dpsynth.methods.base import Method, PrivacySpec, RunContext, Synthesizer, ema_update_
 from dpsynth.methods.generators import TabularGenerator
 from dpsynth.methods.oneshot import fit
 from dpsynth.privacy.accounting import (
@@ -546,18 +546,10 @@ class GANModule(pl.LightningModule):
             grads = list(torch.autograd.grad(loss, params))
         return loss.detach(), grads
 
-    @torch.no_grad()
     def update_ema(self) -> None:
-        """θ_ema ← d·θ_ema + (1 − d)·θ_G with d warmed up as min(g_ema, (1 + t)/(10 + t)), so
-        short runs are not stuck near the initial weights; buffers (BN statistics) are copied."""
-        if self.generator_ema is None:
-            return
-        t = self.global_step
-        d = min(self.g_ema, (1 + t) / (10 + t))
-        for pe, p in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
-            pe.lerp_(p, 1.0 - d)
-        for be, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
-            be.copy_(b)
+        """The EMA copy follows G (:func:`~dpsynth.methods.base.ema_update_`)."""
+        if self.generator_ema is not None:
+            ema_update_(self.generator_ema, self.generator, self.g_ema, self.global_step)
 
     def sampling_generator(self) -> nn.Module:
         """The generator to release: the EMA copy when enabled."""

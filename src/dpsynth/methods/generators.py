@@ -159,3 +159,32 @@ class TabularGenerator(nn.Module):
             for a, b, kind in self.blocks
         ]
         return torch.cat(parts, dim=1)  # (B, D)
+
+
+class MixtureGenerator(nn.Module):
+    """An equal mixture of m generators of the same output shape: row r of a batch comes from
+    member r mod m, so every member draws ⌊B/m⌋ or ⌈B/m⌉ rows of each label block (sampling
+    sorts labels). Training each member on the same release is post-processing, so the mixture
+    costs m× the training time and no privacy; it averages out what one training run's
+    trajectory adds (its seed-to-seed spread), not the release's noise, which all share."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("a mixture needs at least one generator")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, code: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        m = len(self.members)
+        if m == 1:
+            return self.members[0](code, labels)
+        rows = torch.arange(code.shape[0], device=code.device) % m  # (B,)
+        parts = [
+            (idx, member(code[idx], labels[idx]))
+            for j, member in enumerate(self.members)
+            if (idx := (rows == j).nonzero().squeeze(1)).numel()
+        ]
+        out = parts[0][1].new_empty((code.shape[0], *parts[0][1].shape[1:]))  # (B, ...)
+        for idx, x in parts:
+            out[idx] = x
+        return out

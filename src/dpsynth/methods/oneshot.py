@@ -18,6 +18,8 @@ References: Harder, Adamczewski, Park, "DP-MERF", AISTATS 2021; Liew, Takahashi,
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import math
 import sys
@@ -39,6 +41,7 @@ from dpsynth.methods.base import (
     Method,
     RunContext,
     Synthesizer,
+    ema_update_,
     flush_denormals,
 )
 from dpsynth.methods.embedding import (
@@ -46,7 +49,7 @@ from dpsynth.methods.embedding import (
     class_embedding,
     draw_frequencies,
 )
-from dpsynth.methods.generators import ConvGenerator, TabularGenerator
+from dpsynth.methods.generators import ConvGenerator, MixtureGenerator, TabularGenerator
 from dpsynth.privacy.estimates import auto_mean_sq_distance, dp_mean_sq_distance
 from dpsynth.privacy.release import (
     Budget,
@@ -109,10 +112,16 @@ class EmbeddingMatcher(pl.LightningModule):
         critic_tau: float = 0.0,
         critic_min_ess: float = 0.0,
         label_sampling: str = "balanced",
+        g_ema: float = 0.0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.generator, self.critic = generator, critic
+        # The exponential moving average of G's weights, sampled from when g_ema > 0:
+        # post-processing of the trajectory (it never feeds back into training, so the
+        # generator trained is the same with or without it).
+        self.g_ema = float(g_ema)
+        self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if g_ema else None
         self.register_buffer("freqs", freqs)
         # Public, derived from freqs; not saved (rebuilt on load).
         self.register_buffer("freqs_sq", freqs**2, persistent=False)
@@ -190,6 +199,8 @@ class EmbeddingMatcher(pl.LightningModule):
         gen_opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         gen_opt.step()
+        if self.generator_ema is not None:
+            ema_update_(self.generator_ema, self.generator, self.g_ema, self.global_step)
         sched = self.lr_schedulers()
         if sched is not None:
             sched.step()
@@ -219,6 +230,10 @@ class EmbeddingMatcher(pl.LightningModule):
         if every and step % every == 0:  # ~2 ms a call on CPU: only on steps a logger writes
             self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
+
+    def sampling_generator(self) -> nn.Module:
+        """The generator to release: the EMA copy when enabled."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
 
     def configure_optimizers(self) -> Any:
         # Fused Adam (one kernel for all tensors) halves the optimizer's share of a CPU step.
@@ -358,6 +373,8 @@ class EmbeddingMethod(Method):
         tabular_width: int = 0,
         checkpoint_every: int = 500,
         label_sampling: str = "balanced",
+        g_ema: float = 0.0,
+        ensemble: int = 1,
         sigma0_share: float = 0.05,
         name: str | None = None,
         release_of: str | None = None,
@@ -368,6 +385,18 @@ class EmbeddingMethod(Method):
                 f"method.label_sampling: got {label_sampling!r}; allowed: balanced, random."
             )
         self.label_sampling = label_sampling
+        if not 0 <= float(g_ema) < 1:
+            raise ConfigError(
+                f"method.g_ema: got {g_ema}; allowed: 0 ≤ g_ema < 1 (the decay of the "
+                "generator's weight average that is sampled from; 0: the last iterate)."
+            )
+        self.g_ema = float(g_ema)
+        if isinstance(ensemble, bool) or int(ensemble) != ensemble or int(ensemble) < 1:
+            raise ConfigError(
+                f"method.ensemble: got {ensemble!r}; the number of generators trained on the "
+                "release and sampled as an equal mixture, an integer ≥ 1 (1: one generator)."
+            )
+        self.ensemble = int(ensemble)
         # What the critic rule read from the release (post-processing), for metrics.json.
         self.release_diagnostics: dict[str, float] = {}
         if name is not None:  # a preset YAML over the same class names itself (one name each)
@@ -554,13 +583,46 @@ class EmbeddingMethod(Method):
         return None
 
     def train(self, release: Release, spec: DataSpec, ctx: RunContext) -> Synthesizer:
-        """Post-processing: reads ``release`` and public ``spec`` only."""
+        """Post-processing: reads ``release`` and public ``spec`` only. With ``ensemble`` = m,
+        m generators are trained on the one release, member j from seed ``member_seed(j)``
+        (member 0 is the single-generator run itself) and its checkpoints in
+        ``member_dir(j)``, and sampled as an equal mixture (:class:`MixtureGenerator`)."""
+        weights = released_class_weights(release, spec.num_classes)
+        members, diagnostics = [], []
+        for j in range(self.ensemble):
+            member_ctx = (
+                ctx
+                if j == 0
+                else dataclasses.replace(ctx, run_dir=member_dir(ctx, j), resumed_from_step=None)
+            )
+            generator, code_dim, module = self.train_member(
+                release, spec, member_ctx, member_seed(ctx.seed, j), weights
+            )
+            if ctx.resumed_from_step is None:  # the first member that continued a checkpoint
+                ctx.resumed_from_step = member_ctx.resumed_from_step
+            members.append(generator)
+            diagnostics.append(self.critic_diagnostics(module))
+        self.diagnostics = {**ensemble_diagnostics(diagnostics), **self.release_diagnostics}
+        if self.ensemble > 1:
+            self.diagnostics["ensemble/members"] = float(self.ensemble)
+        gen = members[0] if len(members) == 1 else MixtureGenerator(members)
+        return Synthesizer(gen, code_dim, weights, spec)
+
+    def train_member(
+        self,
+        release: Release,
+        spec: DataSpec,
+        ctx: RunContext,
+        seed: int,
+        weights: np.ndarray,
+    ) -> tuple[nn.Module, int, EmbeddingMatcher]:
+        """One generator fitted to the release from ``seed``; returns what is sampled (its
+        weight average when ``g_ema`` > 0), its code size and the trained module."""
         pub = release.public
-        pl.seed_everything(ctx.seed, workers=True, verbose=False)
+        pl.seed_everything(seed, workers=True, verbose=False)
         freqs = draw_frequencies(
             pub["num_features"], pub["dim"], pub["sigma0_sq"], pub["freq_seed"]
         )
-        weights = released_class_weights(release, spec.num_classes)
         generator, code_dim = self.make_generator(spec)
         module = EmbeddingMatcher(
             generator,
@@ -575,12 +637,12 @@ class EmbeddingMethod(Method):
             loss_scale=self.loss_scale,
             critic=self.make_critic(spec, release),
             label_sampling=self.label_sampling,
+            g_ema=self.g_ema,
             **self.critic_options(release),
         )
         with flush_denormals():  # post-processing: subnormals only cost time here
             fit(module, self.steps, ctx, self.checkpoint_every)
-        self.diagnostics = {**self.critic_diagnostics(module), **self.release_diagnostics}
-        return Synthesizer(module.generator.cpu(), code_dim, weights, spec)
+        return module.sampling_generator().cpu(), code_dim, module
 
     @staticmethod
     def critic_diagnostics(module: EmbeddingMatcher) -> dict[str, float]:
@@ -598,6 +660,32 @@ class EmbeddingMethod(Method):
 
     def critic_options(self, release: Release) -> dict[str, Any]:
         return {}
+
+
+def member_seed(seed: int, j: int) -> int:
+    """The training seed of ensemble member j: the run seed for member 0 (so ``ensemble: 1``
+    is exactly the single-generator run), a fixed public offset per further member."""
+    return int(seed) + 1_000_000 * int(j)
+
+
+def member_dir(ctx: RunContext, j: int) -> Path:
+    """Where ensemble member j ≥ 1 keeps its checkpoints (member 0 uses the run folder's)."""
+    return ctx.run_dir / "ensemble" / f"member{j}"
+
+
+def ensemble_diagnostics(per_member: list[dict[str, float]]) -> dict[str, float]:
+    """The critic's concentration over the members: the least effective number of
+    frequencies and the largest α any member ended with (what the collapse flag must see)."""
+    per_member = [d for d in per_member if d]
+    if not per_member:
+        return {}
+    out = dict(per_member[0])
+    if len(per_member) > 1:
+        out["critic/effective_frequencies"] = min(
+            d["critic/effective_frequencies"] for d in per_member
+        )
+        out["critic/max_alpha"] = max(d["critic/max_alpha"] for d in per_member)
+    return out
 
 
 def fit(module: pl.LightningModule, steps: int, ctx: RunContext, checkpoint_every: int) -> None:
