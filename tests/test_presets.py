@@ -53,6 +53,7 @@ PEARL_TUNED = {
 SELECTION = {
     "pearl": "proxy:mnist|fashion_mnist",
     "pearl_tuned": "proxy:mnist",
+    "pearl_ensemble": "proxy:mnist|fashion_mnist",
     "dpmerf": "authors",
     "dpsgd": "proxy:mnist",
     "nonprivate_gan": "proxy:mnist",
@@ -250,3 +251,33 @@ def test_pearl_default_runs_on_both_of_its_proxies_with_the_other_as_label(
     runs = collect_runs(dirs)  # a row per metric
     labels = runs.groupby("dataset")["preset_selection"].agg(set).to_dict()
     assert labels == {"mnist": {"proxy:fashion_mnist"}, "fashion_mnist": {"proxy:mnist"}}
+
+
+def test_every_method_yaml_is_a_labelled_preset() -> None:
+    """A new preset must say how it was chosen (and so join the test above)."""
+    stems = {p.stem for p in (CONF_DIR / "method").glob("*.yaml")}
+    assert stems - set(SELECTION) <= {"aim", "mst"}  # the marginal baselines: authors' values
+
+
+def test_pearl_ensemble_is_pearl_plus_the_proxy_winner(tmp_path: Path) -> None:
+    """pearl_ensemble differs from pearl by the ensemble size alone, and that size won on both
+    proxies' validation splits in every paired seed (the committed candidate records)."""
+    ens, pearl = method_config("pearl_ensemble", tmp_path), method_config("pearl", tmp_path)
+    differ = {k for k in ens.keys() | pearl.keys() if ens.get(k) != pearl.get(k)}
+    assert differ == {"name", "ensemble"} and ens["ensemble"] == 3 and pearl["ensemble"] == 1
+    root = Path(__file__).parents[1] / "results/pearl_fmnist/selection_ensemble"
+    for proxy in ("fashion_mnist", "mnist"):
+        for seed in (0, 1):
+            acc = {}
+            for size, tag in ((1, "g0"), (3, "ens3")):
+                rec = json.loads(
+                    (root / proxy / f"e0.2_{tag}_s{seed}" / "metrics.json").read_text()
+                )
+                cfg = json.loads((root / proxy / f"e0.2_{tag}_s{seed}" / "config.json").read_text())
+                assert rec["tune"]["role"] == "candidate" and cfg["dataset"]["_target_"].endswith(
+                    f"load_{proxy}"
+                )
+                # the ensemble-1 candidates ran before the key existed (it defaults to 1)
+                assert cfg["method"].get("ensemble", 1) == size and cfg["privacy"]["epsilon"] == 0.2
+                acc[size] = rec["metrics"]["eval/acc_cnn"]
+            assert acc[3] > acc[1], (proxy, seed, acc)

@@ -9,7 +9,7 @@
 #   EVAL=classifiers EPSILONS=1,10 SEEDS=0 bash experiments/fmnist_table/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-METHODS="${METHODS:-pearl,pearl_tuned,dpmerf}"   # the one-shot methods ('' for none)
+METHODS="${METHODS:-pearl,pearl_tuned,pearl_ensemble,dpmerf}"  # the one-shot methods ('' for none)
 DPSGD_EPSILONS="${DPSGD_EPSILONS:-1,10}"           # '' for no DP-SGD runs
 EPSILONS="${EPSILONS:-0.2,1,10}"
 SEEDS="${SEEDS:-0,1,2}"
