@@ -371,7 +371,7 @@ def test_cli_exits_1_on_a_violation(capsys) -> None:
         (["--features", "0"], "--features: got 0; allowed"),
         (["--trials", "10"], "--trials: got 10; allowed"),
         (["--confidence", "1.5"], "--confidence: got 1.5; allowed"),
-        (["method=nope"], "Allowed methods: dpmerf, pearl, pearl_tuned"),
+        (["method=nope"], "Allowed methods: dpmerf, pearl, pearl_ensemble, pearl_tuned, dpsgd"),
         (["dataset=digits"], "allowed for the one-shot audit: fashion_mnist, mnist"),
         (["method=nonprivate_gan"], "needs a private DP-SGD method (method=dpsgd)"),
         (["method=dpsgd", "--train-size", "0"], "--train-size: got 0; allowed"),

@@ -66,6 +66,7 @@ def _matcher(
     **options: Any,
 ) -> EmbeddingMatcher:
     """A matcher over a random 3-class target; ``gen`` None: unused (cf_loss called directly)."""
+    torch.manual_seed(0)
     return EmbeddingMatcher(
         gen if gen is not None else torch.nn.Sequential(),
         draw_frequencies(k, 16, 2.0, seed=0),
@@ -191,6 +192,7 @@ def test_cached_release_reused_with_one_spend(tmp_path) -> None:
 def test_generator_computes_the_plain_upsample_conv_stack() -> None:
     # The CPU path fuses each upsampling into its convolution; the function must be the stock
     # Upsample → Conv2d stack's, with the same parameters (state-dict keys unchanged).
+    torch.manual_seed(0)
     gen = ConvGenerator((3, 8, 12), 4, code_dim=5, hidden=16, base_channels=4, mid_channels=3)
     gen.eval()
     code, labels = torch.randn(6, 5), torch.arange(6) % 4
@@ -227,6 +229,7 @@ def test_critic_batch_is_drawn_from_the_eval_mode_generator(tmp_path) -> None:
     # eval-mode generator (BatchNorm on running statistics), which it must not update.
     from dpsynth.methods.oneshot import fit
 
+    torch.manual_seed(0)
     gen = ConvGenerator((1, 4, 4), 3, code_dim=2, hidden=8, base_channels=2, mid_channels=2)
     modes: list[tuple[bool, bool]] = []  # (training, grad enabled) per generator call
     bn = gen.fc[1]
@@ -250,6 +253,7 @@ def test_fused_upsample_conv_matches_upsample_then_conv2d_and_its_gradients(
 ) -> None:
     from dpsynth.methods.generators import UpsampleConv2d
 
+    torch.manual_seed(0)
     fused = UpsampleConv2d(3, 2, kernel).double()
     plain = torch.nn.Conv2d(3, 2, kernel, padding=kernel // 2).double()
     plain.load_state_dict(fused.state_dict())
@@ -307,6 +311,7 @@ def test_fused_upsample_conv_refuses_an_even_kernel() -> None:
 def test_cf_features_and_their_hand_written_gradient_match_the_formula() -> None:
     from dpsynth.methods.embedding import cf_features
 
+    torch.manual_seed(0)
     x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     freqs = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
     proj = x @ freqs.T
