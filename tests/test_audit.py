@@ -291,7 +291,9 @@ def test_add_remove_release_is_audited_with_an_added_canary() -> None:
 
 
 def test_dpmerf_preset_is_audited_at_k_5000() -> None:
-    res = audit_from_config(["method=dpmerf", "privacy.epsilon=1"], trials=1000, records=RECORDS)
+    res = audit_from_config(
+        ["method=dpmerf", "privacy.epsilon=1"], trials=1000, confidence=CONF, records=RECORDS
+    )
     assert res.mechanism["num_features"] == 5000
     assert res.mechanism["statistics"][0]["shape"] == [10000, 10]
     assert res.canary == "label-flip" and res.canary_tightness == pytest.approx(1.0, rel=1e-4)
@@ -349,7 +351,7 @@ def test_planting_is_undone_after_the_audit() -> None:
 def test_cli_writes_the_result(tmp_path, capsys) -> None:
     out = tmp_path / "a.json"
     main(["method=pearl", "privacy=eps10", "--trials", "1000", "--records", "200",
-          "--json", str(out)])  # fmt: skip
+          "--confidence", str(CONF), "--json", str(out)])  # fmt: skip
     assert "audited ε lower bound" in capsys.readouterr().out
     rec = json.loads(out.read_text())
     assert rec["method"] == "pearl" and rec["epsilon"] == 10 and rec["delta"] == 1e-5
