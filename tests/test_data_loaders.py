@@ -158,7 +158,7 @@ def test_read_idx_missing(tmp_path):
 def test_mnist_flat_layout(tmp_path):
     root = write_idx_dataset(tmp_path, n_train=30, n_test=20)
     ds = load_mnist(root)
-    _check_image_dataset(ds, "mnist", 30, 20, (1, 28, 28))
+    _check_image_dataset(ds, "mnist", 30, 20, (1, 28, 28), balanced=False)
     assert ds.spec.class_names == tuple("0123456789")
     np.testing.assert_array_equal(ds.train_y, np.arange(30) % 10)
     assert ds.train_x[0, 0, 0, 0] == 0.0 and ds.train_x[0, 0, 0, 1] == 1.0
@@ -167,13 +167,13 @@ def test_mnist_flat_layout(tmp_path):
 def test_mnist_torchvision_layout_uncompressed(tmp_path):
     root = write_idx_dataset(tmp_path, 12, 10, shape=(5, 7), layout="MNIST", gz=False)
     ds = load_mnist(root)
-    _check_image_dataset(ds, "mnist", 12, 10, (1, 5, 7))
+    _check_image_dataset(ds, "mnist", 12, 10, (1, 5, 7), balanced=False)
 
 
 def test_mnist_subfolder_layout(tmp_path):
     write_idx_dataset(tmp_path / "mnist", 10, 10, shape=(4, 4))
     ds = load_mnist(str(tmp_path))
-    _check_image_dataset(ds, "mnist", 10, 10, (1, 4, 4))
+    _check_image_dataset(ds, "mnist", 10, 10, (1, 4, 4), balanced=False)
 
 
 def test_mnist_missing_lists_files_and_folders(tmp_path):
@@ -941,7 +941,7 @@ def test_loader_registry_names():
 @pytest.mark.slow
 def test_real_mnist():
     ds = load_mnist(REAL_MNIST)
-    _check_image_dataset(ds, "mnist", 60000, 10000, (1, 28, 28))
+    _check_image_dataset(ds, "mnist", 60000, 10000, (1, 28, 28), balanced=False)
     assert np.bincount(ds.train_y).tolist()[:3] == [5923, 6742, 5958]
     assert np.bincount(ds.test_y).sum() == 10000 and np.bincount(ds.test_y).min() == 892
 

@@ -119,6 +119,27 @@ def test_class_counts_policy_is_public() -> None:
         PEARL(class_counts="sometimes")
 
 
+def test_the_data_matches_its_own_embedding_only_under_its_class_proportions() -> None:
+    """Why proportions are released unless public (MNIST's are not): the released column c is
+    p_c·CF_c, so with the uniform prior the generator's zero-loss point is not the data. The
+    real records, embedded as a generated batch, reproduce the exact statistic with the true
+    p_c and miss it by |p_c·C − 1| per class column under 1/C."""
+    from dpsynth.methods.embedding import class_embedding, class_proportions
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), [50, 30, 20])  # (100,) p = 0.5 / 0.3 / 0.2
+    x = (rng.random((100, 6)) + y[:, None]).astype(np.float32)  # (100, 6)
+    freqs = draw_frequencies(64, 6, 1.0, seed=0)  # (64, 6)
+    exact = torch.as_tensor(class_embedding(x, y, freqs, 3)).float()  # (128, 3)
+    p = class_proportions(y, 3)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    true_w = batch_embedding(xt, yt, freqs, torch.as_tensor(p, dtype=torch.float32))
+    uniform = batch_embedding(xt, yt, freqs, torch.full((3,), 1 / 3))
+    torch.testing.assert_close(true_w, exact, rtol=1e-4, atol=1e-6)
+    rel = (uniform - exact).norm(dim=0) / exact.norm(dim=0)  # (3,)
+    np.testing.assert_allclose(rel.numpy(), np.abs(1 / (3 * p) - 1), rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("policy", "accountant", "multiplier", "joint"),
     [

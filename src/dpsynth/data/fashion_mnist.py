@@ -31,6 +31,11 @@ FASHION_MNIST_CLASS_NAMES: tuple[str, ...] = (
     "Ankle boot",
 )
 
+#: Every class has the same count, by construction and as published: 6,000 training and 1,000
+#: test images per class (Xiao, Rasul, Vollgraf 2017, section 2, and the dataset's README), so
+#: the uniform class proportions are public and need no release.
+FASHION_MNIST_BALANCED = True
+
 
 def load_fashion_mnist(root: str, download: bool = False) -> Dataset:
     """Load Fashion-MNIST: 60,000 train / 10,000 test images, shape (1, 28, 28), in [0, 1].
@@ -69,5 +74,6 @@ def load_fashion_mnist(root: str, download: bool = False) -> Dataset:
         [*root_folders(root, "FashionMNIST", "fashion_mnist", "fashion-mnist"), *SYSTEM_FOLDERS],
         FASHION_MNIST_CLASS_NAMES,
         how_to,
+        balanced=FASHION_MNIST_BALANCED,
         download=fetch if download else None,
     )
