@@ -49,8 +49,11 @@ class DataSpec:
         class_names: human-readable class names, ``len == num_classes``.
         columns: tabular column layout (encoded order), empty for images.
         target: tabular label column name.
-        balanced: public knowledge that the classes are (about) uniform; decides whether
-            class proportions need a release. Comes from the dataset's YAML, never the data.
+        balanced: public knowledge, from a source the loader cites, that the classes are
+            (about) uniform; decides whether class proportions need a release. Never read
+            off the data. A wrong ``True`` is a bias, not a saving: an embedding method then
+            matches class c's column at n_c/(n/C) times its true scale (MNIST, before it was
+            corrected: results/pearl_fmnist/selection_merf_settings/).
     """
 
     name: str

@@ -51,6 +51,7 @@ def load_digits(root: str = "", test_fraction: float = 0.2, split_seed: int = 0)
         shape=(1, 8, 8),
         num_classes=10,
         class_names=DIGITS_CLASS_NAMES,
+        # public: scikit-learn's documentation of load_digits gives "~180" samples per class
         balanced=True,
     )
     return Dataset(
