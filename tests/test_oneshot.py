@@ -17,7 +17,12 @@ from dpsynth.data.base import Dataset, DataSpec
 from dpsynth.errors import ConfigError
 from dpsynth.methods.base import PrivacySpec, RunContext, Synthesizer, flush_denormals
 from dpsynth.methods.dpmerf import DPMERF
-from dpsynth.methods.embedding import batch_embedding, draw_frequencies
+from dpsynth.methods.embedding import (
+    batch_embedding,
+    class_embedding,
+    class_proportions,
+    draw_frequencies,
+)
 from dpsynth.methods.generators import ConvGenerator
 from dpsynth.methods.oneshot import EmbeddingMatcher
 from dpsynth.methods.pearl import PEARL, FrequencyCritic, critic_weights
@@ -123,9 +128,7 @@ def test_the_data_matches_its_own_embedding_only_under_its_class_proportions() -
     """Why proportions are released unless public (MNIST's are not): the released column c is
     p_c·CF_c, so with the uniform prior the generator's zero-loss point is not the data. The
     real records, embedded as a generated batch, reproduce the exact statistic with the true
-    p_c and miss it by |p_c·C − 1| per class column under 1/C."""
-    from dpsynth.methods.embedding import class_embedding, class_proportions
-
+    p_c and miss it by |1/(C·p_c) − 1| per class column under 1/C."""
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), [50, 30, 20])  # (100,) p = 0.5 / 0.3 / 0.2
     x = (rng.random((100, 6)) + y[:, None]).astype(np.float32)  # (100, 6)
