@@ -223,6 +223,50 @@ def test_the_rule_maps_epsilon_and_n_to_settings_deterministically() -> None:
     )
 
 
+def test_low_snr_rule_shortens_training_on_a_noisy_release_only(tmp_path) -> None:
+    """``low_snr_steps`` applies below ``low_snr_ratio`` of the release's public gate ratio and
+    nowhere else, and it is what training runs: the shortened run is exactly a run configured
+    with that many steps."""
+    k, c, n = 40, 3, 500
+    sigma_e = embedding_noise_std(_release(np.zeros((2 * k, c)), n=n))
+    tau1 = critic_temperature(sigma_e, c, k, kl=1.0)
+
+    def at_ratio(r: float) -> Release:  # S/k = r·τ₁
+        return _release(np.full((2 * k, c), math.sqrt(r * tau1 / (2 * c))), n=n)
+
+    noisy, clean = at_ratio(3.0), at_ratio(50.0)
+    assert gate_ratio(np.asarray(noisy["embedding"]), sigma_e) < 10
+    assert gate_ratio(np.asarray(clean["embedding"]), sigma_e) > 10
+    rule = _pearl(steps=12, low_snr_steps=4, low_snr_ratio=10.0)
+    assert rule.training_steps(noisy) == 4 and rule.training_steps(clean) == 12
+    assert rule.training_steps(noisy) == rule.training_steps(noisy)  # deterministic
+    assert rule.critic_rule(noisy)["train/steps"] == 4.0
+    assert _pearl(steps=12).training_steps(noisy) == 12  # off by default (null)
+    assert _pearl(steps=12, low_snr_steps=4, low_snr_ratio=0.0).training_steps(noisy) == 12
+    short = rule.train(noisy, SPEC, _ctx(tmp_path / "rule"))
+    assert rule.diagnostics["train/steps"] == 4.0
+    plain = _pearl(steps=4).train(noisy, SPEC, _ctx(tmp_path / "plain"))
+    for a, b in zip(
+        short.generator.state_dict().values(), plain.generator.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("low_snr_steps", 0),
+        ("low_snr_steps", 1.5),
+        ("low_snr_steps", True),
+        ("low_snr_ratio", -1.0),
+        ("low_snr_ratio", float("nan")),
+    ],
+)
+def test_bad_low_snr_settings_are_refused(key: str, value) -> None:
+    with pytest.raises(ConfigError, match=f"method.{key}"):
+        _pearl(**{key: value})
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [

@@ -33,6 +33,8 @@ PEARL_TUNED = {
     "critic_gate": 1.0,
     "critic_min_ess": 0.5,
     "steps": 3000,
+    "low_snr_steps": None,
+    "low_snr_ratio": 10.0,
     "batch_size": 300,
     "lr": 0.01,
     "scheduler": "constant",
@@ -260,11 +262,31 @@ def test_every_method_yaml_is_a_labelled_preset() -> None:
 
 
 def test_pearl_ensemble_is_pearl_plus_the_proxy_winner(tmp_path: Path) -> None:
-    """pearl_ensemble differs from pearl by the ensemble size alone, and that size won on both
-    proxies' validation splits in every paired seed (the committed candidate records)."""
+    """pearl_ensemble differs from pearl by the ensemble size and the low-SNR step rule, each
+    the winner on both proxies' validation splits (the committed candidate records): the size
+    in every paired seed, the rule on each proxy's mean over its paired seeds."""
     ens, pearl = method_config("pearl_ensemble", tmp_path), method_config("pearl", tmp_path)
     differ = {k for k in ens.keys() | pearl.keys() if ens.get(k) != pearl.get(k)}
-    assert differ == {"name", "ensemble"} and ens["ensemble"] == 3 and pearl["ensemble"] == 1
+    assert differ == {"name", "ensemble", "low_snr_steps"}
+    assert ens["ensemble"] == 3 and pearl["ensemble"] == 1
+    assert (ens["low_snr_steps"], pearl["low_snr_steps"]) == (1500, None)
+    steps_root = Path(__file__).parents[1] / "results/pearl_fmnist/selection_steps"
+    for proxy in ("fashion_mnist", "mnist"):
+        mean, prints = {}, {}
+        for steps in (3000, 1500):
+            accs = []
+            for seed in (0, 1):
+                run = steps_root / proxy / f"steps{steps}_s{seed}"
+                rec = json.loads((run / "metrics.json").read_text())
+                cfg = json.loads((run / "config.json").read_text())
+                assert rec["tune"]["role"] == "candidate" and rec["method"] == "pearl_ensemble"
+                assert cfg["dataset"]["_target_"].endswith(f"load_{proxy}")
+                assert cfg["method"]["steps"] == steps and cfg["privacy"]["epsilon"] == 0.2
+                accs.append(rec["metrics"]["eval/acc_cnn"])
+                prints.setdefault(seed, set()).add(rec["release"]["fingerprint"])
+            mean[steps] = sum(accs) / len(accs)
+        assert all(len(fp) == 1 for fp in prints.values())  # paired: one release per seed
+        assert mean[1500] > mean[3000], (proxy, mean)
     root = Path(__file__).parents[1] / "results/pearl_fmnist/selection_ensemble"
     for proxy in ("fashion_mnist", "mnist"):
         for seed in (0, 1):

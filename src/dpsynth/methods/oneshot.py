@@ -624,6 +624,7 @@ class EmbeddingMethod(Method):
             pub["num_features"], pub["dim"], pub["sigma0_sq"], pub["freq_seed"]
         )
         generator, code_dim = self.make_generator(spec)
+        steps = self.training_steps(release)
         module = EmbeddingMatcher(
             generator,
             freqs,
@@ -632,7 +633,7 @@ class EmbeddingMethod(Method):
             code_dim=code_dim,
             batch_size=self.batch_size,
             lr=self.lr,
-            max_steps=self.steps,
+            max_steps=steps,
             scheduler=self.scheduler,
             loss_scale=self.loss_scale,
             critic=self.make_critic(spec, release),
@@ -641,7 +642,7 @@ class EmbeddingMethod(Method):
             **self.critic_options(release),
         )
         with flush_denormals():  # post-processing: subnormals only cost time here
-            fit(module, self.steps, ctx, self.checkpoint_every)
+            fit(module, steps, ctx, self.checkpoint_every)
         return module.sampling_generator().cpu(), code_dim, module
 
     @staticmethod
@@ -660,6 +661,11 @@ class EmbeddingMethod(Method):
 
     def critic_options(self, release: Release) -> dict[str, Any]:
         return {}
+
+    def training_steps(self, release: Release) -> int:
+        """How many generator steps to train on ``release`` (``steps``; PEARL's low-SNR rule
+        may shorten it, from the release alone)."""
+        return int(self.steps)
 
 
 def member_seed(seed: int, j: int) -> int:

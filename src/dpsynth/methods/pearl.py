@@ -44,6 +44,14 @@ entry is in the ledger), and with it two failure modes of the authors' critic ar
   critic's own family. With the default ½ the weights w = kα keep mean 1 and E[w²] ≤ 2: the
   critic may emphasise frequencies (a single one up to √(k/2)-fold, e.g. 27× at k = 1,500)
   but never discards most of the embedding. ½ is set a priori from that arithmetic.
+
+A low-SNR step rule (``low_snr_steps``, off by default). On a noisy release the generator
+fits the release's noise as well as its signal, and the longer it trains the more of the noise
+it fits: stopping early is the classical regulariser for fitting noisy targets (early stopping,
+Yao, Rosasco & Caponnetto, *Constructive Approximation* 2007). The gate ratio above says, from
+the release alone, how noisy it is, so the number of steps may follow it: ``low_snr_steps``
+below a gate ratio of ``low_snr_ratio``, ``steps`` otherwise. ``pearl_ensemble`` sets it
+(chosen in proxy mode, ``conf/method/pearl_ensemble.yaml``).
 """
 
 from __future__ import annotations
@@ -174,9 +182,29 @@ class PEARL(EmbeddingMethod):
         critic_kl: float = 1.0,
         critic_gate: float | None = 1.0,
         critic_min_ess: float = 0.5,
+        low_snr_steps: int | None = None,
+        low_snr_ratio: float = 10.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if low_snr_steps is not None and (
+            isinstance(low_snr_steps, bool)
+            or int(low_snr_steps) != low_snr_steps
+            or int(low_snr_steps) < 1
+        ):
+            raise ConfigError(
+                f"method.low_snr_steps: got {low_snr_steps!r}; null (always train `steps`) or "
+                "a positive integer: the generator steps on a release whose gate ratio is "
+                "below method.low_snr_ratio."
+            )
+        if not (math.isfinite(float(low_snr_ratio)) and float(low_snr_ratio) >= 0):
+            raise ConfigError(
+                f"method.low_snr_ratio: got {low_snr_ratio}; a number >= 0, the gate ratio "
+                "(the release's signal per frequency over the critic's noise scale) below "
+                "which method.low_snr_steps applies (default 10)."
+            )
+        self.low_snr_steps = None if low_snr_steps is None else int(low_snr_steps)
+        self.low_snr_ratio = float(low_snr_ratio)
         if int(critic_every) < 1:
             raise ConfigError(f"method.critic_every: got {critic_every}; must be >= 1.")
         if not (math.isfinite(float(critic_kl)) and float(critic_kl) >= 0):
@@ -217,7 +245,19 @@ class PEARL(EmbeddingMethod):
             "critic/gate_ratio": ratio,
             "critic/gate_open": float(open_),
             "critic/tau": tau,
+            "train/steps": float(self.steps_for_ratio(ratio)),
         }
+
+    def steps_for_ratio(self, ratio: float) -> int:
+        """The low-SNR rule: ``low_snr_steps`` when the release's gate ratio is below
+        ``low_snr_ratio`` (a noisy release: later steps fit more of its noise), else ``steps``.
+        Deterministic in the release's public gate ratio."""
+        if self.low_snr_steps is not None and ratio < self.low_snr_ratio:
+            return self.low_snr_steps
+        return int(self.steps)
+
+    def training_steps(self, release: Release) -> int:
+        return int(self.critic_rule(release)["train/steps"])
 
     def make_critic(self, spec: DataSpec, release: Release) -> nn.Module | None:
         rule = self.critic_rule(release)
