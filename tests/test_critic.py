@@ -259,6 +259,8 @@ def test_low_snr_rule_shortens_training_on_a_noisy_release_only(tmp_path) -> Non
         ("low_snr_steps", 1.5),
         ("low_snr_steps", True),
         ("low_snr_ratio", -1.0),
+        ("low_snr_steps", "many"),
+        ("low_snr_ratio", "ten"),
         ("low_snr_ratio", float("nan")),
     ],
 )

@@ -188,7 +188,8 @@ class PEARL(EmbeddingMethod):
     ) -> None:
         super().__init__(**kwargs)
         if low_snr_steps is not None and (
-            isinstance(low_snr_steps, bool)
+            not isinstance(low_snr_steps, int | float)
+            or isinstance(low_snr_steps, bool)
             or int(low_snr_steps) != low_snr_steps
             or int(low_snr_steps) < 1
         ):
@@ -197,7 +198,12 @@ class PEARL(EmbeddingMethod):
                 "a positive integer: the generator steps on a release whose gate ratio is "
                 "below method.low_snr_ratio."
             )
-        if not (math.isfinite(float(low_snr_ratio)) and float(low_snr_ratio) >= 0):
+        if not (
+            isinstance(low_snr_ratio, int | float)
+            and not isinstance(low_snr_ratio, bool)
+            and math.isfinite(float(low_snr_ratio))
+            and float(low_snr_ratio) >= 0
+        ):
             raise ConfigError(
                 f"method.low_snr_ratio: got {low_snr_ratio}; a number >= 0, the gate ratio "
                 "(the release's signal per frequency over the critic's noise scale) below "
