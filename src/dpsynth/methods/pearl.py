@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dpsynth.data._common import check_positive_int
 from dpsynth.data.base import DataSpec
 from dpsynth.errors import ConfigError
 from dpsynth.methods.oneshot import EmbeddingMethod
@@ -187,17 +188,10 @@ class PEARL(EmbeddingMethod):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if low_snr_steps is not None and (
-            not isinstance(low_snr_steps, int | float)
-            or isinstance(low_snr_steps, bool)
-            or int(low_snr_steps) != low_snr_steps
-            or int(low_snr_steps) < 1
-        ):
-            raise ConfigError(
-                f"method.low_snr_steps: got {low_snr_steps!r}; null (always train `steps`) or "
-                "a positive integer: the generator steps on a release whose gate ratio is "
-                "below method.low_snr_ratio."
-            )
+        # null: always train `steps`; else the steps on a release below low_snr_ratio
+        self.low_snr_steps = check_positive_int(
+            "method.low_snr_steps", low_snr_steps, allow_none=True
+        )
         if not (
             isinstance(low_snr_ratio, int | float)
             and not isinstance(low_snr_ratio, bool)
@@ -209,7 +203,6 @@ class PEARL(EmbeddingMethod):
                 "(the release's signal per frequency over the critic's noise scale) below "
                 "which method.low_snr_steps applies (default 10)."
             )
-        self.low_snr_steps = None if low_snr_steps is None else int(low_snr_steps)
         self.low_snr_ratio = float(low_snr_ratio)
         if int(critic_every) < 1:
             raise ConfigError(f"method.critic_every: got {critic_every}; must be >= 1.")
