@@ -534,6 +534,9 @@ def test_ensemble_trains_members_on_one_release_and_member_0_is_the_single_run(t
             tmp_path / "three" / "ensemble" / f"member{j}" / "checkpoints" / "last.ckpt"
         ).exists()
     assert three.diagnostics["ensemble/members"] == 3.0
+    # The mixture's class means average the members': it is at most their mean distance.
+    mix, mean = (three.diagnostics[f"fit/discrepancy_ratio{s}"] for s in ("_mixture", ""))
+    assert 0 < mix <= mean * 1.05 and "fit/discrepancy_ratio_mixture" not in single.diagnostics
     assert three.diagnostics["critic/effective_frequencies"] <= 16
     x, y = synth.sample(30, seed=0)
     assert x.shape == (30, 1, 4, 4) and np.isfinite(x).all()
@@ -549,3 +552,54 @@ def test_ensemble_must_be_a_positive_integer() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ConfigError, match=r"method.ensemble: got .*integer ≥ 1"):
             PEARL(ensemble=bad)
+
+
+class _GaussianClasses(torch.nn.Module):
+    """Class c: x ~ N(μ_c, s² I), drawn from the code (code_dim = d): a generator whose
+    class-conditional characteristic function is known in closed form."""
+
+    def __init__(self, mu: torch.Tensor, s: float) -> None:
+        super().__init__()
+        self.register_buffer("mu", mu)  # (C, d)
+        self.s = s
+
+    def forward(self, code: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.mu[labels] + self.s * code  # (B, d)
+
+
+def _gaussian_embedding(mu: torch.Tensor, s: float, freqs: torch.Tensor) -> np.ndarray:
+    """Exact E z(x) per class for x ~ N(μ_c, s² I): [cos(Tμ); sin(Tμ)] e^{−s²‖t‖²/2} / √k."""
+    k = freqs.shape[0]
+    damp = torch.exp(-0.5 * s**2 * (freqs.double() ** 2).sum(1))  # (k,)
+    proj = mu.double() @ freqs.double().T  # (C, k)
+    z = torch.cat([torch.cos(proj) * damp, torch.sin(proj) * damp], dim=1) / math.sqrt(k)
+    return z.T.numpy()  # (2k, C)
+
+
+def test_discrepancy_ratio_is_one_for_the_true_distribution_and_above_for_a_wrong_one() -> None:
+    """The fit diagnostic (Morozov's discrepancy principle): a generator that *is* the data
+    distribution sits at the release's noise floor (ratio ≈ 1, sampling variance removed);
+    one that misses it sits above. σ_e is small here, so the sampling term (≈ 40% of the
+    floor at 500 draws per label) must be subtracted for the first to hold."""
+    from dpsynth.methods.oneshot import discrepancy_ratio, generated_class_means
+
+    torch.manual_seed(0)
+    c, d, k, s, noise_std = 3, 4, 300, 1.0, 0.001
+    mu = torch.randn(c, d)  # (C, d)
+    freqs = torch.randn(k, d)  # (k, d)
+    weights = np.array([0.5, 0.3, 0.2])
+    exact = _gaussian_embedding(mu, s, freqs) * weights[None, :]  # (2k, C)
+    rng = np.random.default_rng(0)
+    ratios = []
+    for rep in range(4):  # four releases of the same statistic
+        target = exact + rng.normal(0.0, noise_std, exact.shape)
+        means, var = generated_class_means(_GaussianClasses(mu, s), d, freqs, c, 500, seed=rep)
+        assert means.shape == (2 * k, c) and var.shape == (c,)
+        ratios.append(discrepancy_ratio(target, means, var, weights, noise_std))
+        raw = discrepancy_ratio(target, means, np.zeros(c), weights, noise_std)
+        assert raw > ratios[-1] + 0.1  # the sampling variance is a real part of the residual
+    assert abs(np.mean(ratios) - 1.0) < 0.08, ratios  # N = 1,800 entries: sd √(2/N) ≈ 0.03
+    # A generator 1 sd off in every coordinate: far above the floor.
+    wrong = _GaussianClasses(mu + 1.0, s)
+    means, var = generated_class_means(wrong, d, freqs, c, 500, seed=9)
+    assert discrepancy_ratio(target, means, var, weights, noise_std) > 5

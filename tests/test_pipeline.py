@@ -17,6 +17,7 @@ from omegaconf.errors import ValidationError
 from dpsynth.config import selection_for
 from dpsynth.errors import ConfigError, DataError
 from dpsynth.methods.base import Method
+from dpsynth.methods.oneshot import EmbeddingMethod
 from dpsynth.pipeline import build_method, critic_flags, peak_rss_mb, reset_peak_rss, run
 from tests.conftest import DATASETS, METHODS, compose_config, shrink
 
@@ -77,6 +78,8 @@ def test_end_to_end(tiny_config, tmp_path, dataset: str, method: str) -> None:
     assert peaks["evaluate"] <= on_disk["peak_rss_mb"]
     assert on_disk["versions"]["torch"]
     diag = on_disk["diagnostics"]
+    if isinstance(build_method(cfg), EmbeddingMethod):  # its distance to the release's noise
+        assert math.isfinite(diag["fit/discrepancy_ratio"]) and diag["fit/discrepancy_ratio"] > 0
     if method.startswith("pearl"):
         assert 1 <= diag["critic/effective_frequencies"] <= diag["critic/num_frequencies"] + 1e-6
     else:

@@ -66,7 +66,7 @@ from torch import nn
 from dpsynth.data._common import check_positive_int
 from dpsynth.data.base import DataSpec
 from dpsynth.errors import ConfigError
-from dpsynth.methods.oneshot import EmbeddingMethod
+from dpsynth.methods.oneshot import EmbeddingMethod, embedding_noise_std
 from dpsynth.privacy.release import Release
 
 
@@ -82,20 +82,6 @@ def critic_weights_sq(
     (squaring the k × d matrix every step cost ~1 ms of a ~20 ms step)."""
     logits = 0.5 * (freqs_sq @ (sigma0_sq - precision))  # (k,)
     return torch.softmax(logits, dim=0)
-
-
-def embedding_noise_std(release: Release) -> float:
-    """σ_e: the noise std on each entry of the embedding the generator matches (public: the
-    release's ledger records every spend's noise std; under add/remove the noisy sum is divided
-    by the noisy count, so σ_e is the sum's std over that count)."""
-    for spend in release.ledger.spends:
-        parts = spend.parts or {spend.statistic: spend.noise_std}
-        if "embedding" in parts:
-            return float(parts["embedding"])
-        if "embedding_sum" in parts:
-            n_hat = max(float(np.clip(release["counts"], 0.0, None).sum()), 1.0)
-            return float(parts["embedding_sum"]) / n_hat
-    raise ValueError("this release has no embedding spend in its ledger")
 
 
 def critic_temperature(noise_std: float, num_classes: int, k: int, kl: float) -> float:
