@@ -24,7 +24,7 @@ from dpsynth.methods.embedding import (
     draw_frequencies,
 )
 from dpsynth.methods.generators import ConvGenerator
-from dpsynth.methods.oneshot import EmbeddingMatcher
+from dpsynth.methods.oneshot import EmbeddingMatcher, discrepancy_ratio, generated_class_means
 from dpsynth.methods.pearl import PEARL, FrequencyCritic, critic_weights
 
 
@@ -581,8 +581,6 @@ def test_discrepancy_ratio_is_one_for_the_true_distribution_and_above_for_a_wron
     distribution sits at the release's noise floor (ratio ≈ 1, sampling variance removed);
     one that misses it sits above. σ_e is small here, so the sampling term (≈ 40% of the
     floor at 500 draws per label) must be subtracted for the first to hold."""
-    from dpsynth.methods.oneshot import discrepancy_ratio, generated_class_means
-
     torch.manual_seed(0)
     c, d, k, s, noise_std = 3, 4, 300, 1.0, 0.001
     mu = torch.randn(c, d)  # (C, d)
