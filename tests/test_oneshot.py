@@ -601,3 +601,37 @@ def test_discrepancy_ratio_is_one_for_the_true_distribution_and_above_for_a_wron
     wrong = _GaussianClasses(mu + 1.0, s)
     means, var = generated_class_means(wrong, d, freqs, c, 500, seed=9)
     assert discrepancy_ratio(target, means, var, weights, noise_std) > 5
+
+
+def test_sigma0_scale_multiplies_the_frequency_scale_before_the_release(tmp_path) -> None:
+    """``sigma0_scale`` is a public multiple of σ0² (here the context's constant 2.0): the
+    release's frequencies are drawn at the scaled σ0², training draws the same ones from the
+    release's public record, and only a scale ≠ 1 enters the cache key (older releases keep
+    theirs)."""
+    data = _tiny_images()
+    plain = PEARL(num_features=16, steps=2, batch_size=12)
+    half = PEARL(num_features=16, steps=2, batch_size=12, sigma0_scale=0.5)
+    assert "sigma0_scale" not in plain.public_params(data.spec, _ctx(tmp_path))
+    assert half.public_params(data.spec, _ctx(tmp_path))["sigma0_scale"] == 0.5
+    budget = PrivacySpec(10_000.0, 1e-5)  # noise far below the embeddings' differences
+    rel_plain = plain.release(data, budget, _ctx(tmp_path / "a"))
+    rel_half = half.release(data, budget, _ctx(tmp_path / "b"))
+    assert rel_plain.public["sigma0_sq"] == 2.0 and rel_half.public["sigma0_sq"] == 1.0
+    # The same public frequency draw, at half the variance scale: T = randn / σ0.
+    freqs_plain = draw_frequencies(16, data.spec.dim, 2.0, 0)
+    freqs_half = draw_frequencies(16, data.spec.dim, 1.0, 0)
+    torch.testing.assert_close(freqs_half, freqs_plain * math.sqrt(2.0))
+    x = data.train_x.reshape(len(data.train_x), -1)
+    exact_half = class_embedding(x, data.train_y, freqs_half, 3)  # (2k, C)
+    exact_plain = class_embedding(x, data.train_y, freqs_plain, 3)
+    assert np.abs(exact_half - exact_plain).max() > 0.05  # the two draws' embeddings differ
+    np.testing.assert_allclose(rel_half["embedding"], exact_half, atol=0.01, rtol=0)
+    np.testing.assert_allclose(rel_plain["embedding"], exact_plain, atol=0.01, rtol=0)
+    synth = half.train(rel_half, data.spec, _ctx(tmp_path / "b"))
+    assert np.isfinite(synth.sample(6, seed=0)[0]).all()
+
+
+def test_sigma0_scale_must_be_a_positive_number() -> None:
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "half"):
+        with pytest.raises(ConfigError, match=r"method.sigma0_scale: got .*finite number > 0"):
+            PEARL(sigma0_scale=bad)

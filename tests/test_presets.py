@@ -24,6 +24,7 @@ PEARL_TUNED = {
     "_target_": "dpsynth.methods.pearl.PEARL",
     "num_features": 1500,
     "sigma0_sq": None,
+    "sigma0_scale": 1.0,
     "freq_seed": None,
     "class_counts": "auto",
     "critic": True,
@@ -267,9 +268,29 @@ def test_pearl_ensemble_is_pearl_plus_the_proxy_winner(tmp_path: Path) -> None:
     in every paired seed, the rule on each proxy's mean over its paired seeds."""
     ens, pearl = method_config("pearl_ensemble", tmp_path), method_config("pearl", tmp_path)
     differ = {k for k in ens.keys() | pearl.keys() if ens.get(k) != pearl.get(k)}
-    assert differ == {"name", "ensemble", "low_snr_steps"}
+    assert differ == {"name", "ensemble", "low_snr_steps", "sigma0_scale"}
     assert ens["ensemble"] == 3 and pearl["ensemble"] == 1
     assert (ens["low_snr_steps"], pearl["low_snr_steps"]) == (1500, None)
+    # The kernel width: each proxy's winner over its candidates (mean CNN accuracy on its
+    # validation part); the preset carries the MNIST proxy's (Fashion-MNIST's value), and
+    # MNIST's study runs the Fashion-MNIST proxy's, so neither reads its own validation split.
+    sigma_root = Path(__file__).parents[1] / "results/pearl_fmnist/selection_sigma0"
+    winner = {}
+    for proxy in ("fashion_mnist", "mnist"):
+        acc: dict[float, list[float]] = {}
+        for run in sorted((sigma_root / proxy).iterdir()):
+            rec = json.loads((run / "metrics.json").read_text())
+            cfg = json.loads((run / "config.json").read_text())
+            assert rec["tune"]["role"] == "candidate" and rec["method"] == "pearl_ensemble"
+            assert cfg["dataset"]["_target_"].endswith(f"load_{proxy}")
+            assert cfg["privacy"]["epsilon"] == 0.2 and rec["diagnostics"]["train/steps"] == 1500
+            scale = float(run.name.removeprefix("scale").split("_s")[0])
+            acc.setdefault(scale, []).append(rec["metrics"]["eval/acc_cnn"])
+        assert {1.0, 0.5, 0.25, 0.125} <= set(acc) and all(len(acc[s]) == 2 for s in acc if s <= 1)
+        winner[proxy] = max(acc, key=lambda s: sum(acc[s]) / len(acc[s]))
+    assert (ens["sigma0_scale"], pearl["sigma0_scale"]) == (winner["mnist"], 1.0)
+    run_sh = (Path(__file__).parents[1] / "experiments/mnist_table/run.sh").read_text()
+    assert f"method.sigma0_scale={winner['fashion_mnist']}" in run_sh
     steps_root = Path(__file__).parents[1] / "results/pearl_fmnist/selection_steps"
     for proxy in ("fashion_mnist", "mnist"):
         mean, prints = {}, {}

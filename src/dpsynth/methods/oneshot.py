@@ -423,7 +423,15 @@ class EmbeddingMethod(Method):
     #: What ``release`` reads besides the data (``parts`` of its cache key); the rest of the
     #: config is post-processing of the release.
     release_keys = frozenset(
-        {"num_features", "sigma0_sq", "freq_seed", "class_counts", "sigma0_share", "release_of"}
+        {
+            "num_features",
+            "sigma0_sq",
+            "sigma0_scale",
+            "freq_seed",
+            "class_counts",
+            "sigma0_share",
+            "release_of",
+        }
     )
 
     def __init__(
@@ -449,6 +457,7 @@ class EmbeddingMethod(Method):
         g_ema: float = 0.0,
         ensemble: int = 1,
         sigma0_share: float = 0.05,
+        sigma0_scale: float = 1.0,
         name: str | None = None,
         release_of: str | None = None,
         preset_selection: str = "authors",  # provenance label for dpsynth-report; unused here
@@ -509,6 +518,19 @@ class EmbeddingMethod(Method):
                 "DP σ0² estimate must lie in (0, 1) (default 0.05)."
             )
         self.sigma0_share = float(sigma0_share)
+        if not (
+            isinstance(sigma0_scale, int | float)
+            and not isinstance(sigma0_scale, bool)
+            and math.isfinite(float(sigma0_scale))
+            and float(sigma0_scale) > 0
+        ):
+            raise ConfigError(
+                f"method.sigma0_scale: got {sigma0_scale!r}; a finite number > 0 that multiplies "
+                "σ0² (the DP estimate of E‖x − x′‖², or the public constant) before the "
+                "frequencies are drawn (default 1: the median-heuristic width itself)."
+            )
+        # The kernel width relative to the median heuristic: < 1 draws higher frequencies.
+        self.sigma0_scale = float(sigma0_scale)
         self.num_features, self.sigma0_sq, self.freq_seed = num_features, sigma0_sq, freq_seed
         self.class_counts = class_counts
         self.steps, self.batch_size, self.lr, self.scheduler = steps, batch_size, lr, scheduler
@@ -571,6 +593,8 @@ class EmbeddingMethod(Method):
             "release_counts": self.release_counts(spec),
             "dim": spec.dim,
             "num_classes": spec.num_classes,
+            # Only when it is not 1, so releases made before the key existed keep their keys.
+            **({"sigma0_scale": self.sigma0_scale} if self.sigma0_scale != 1.0 else {}),
         }
 
     # ------------------------------------------------------------------ mechanism
@@ -602,8 +626,10 @@ class EmbeddingMethod(Method):
                 sigma0_sq, sigma0_record = auto_mean_sq_distance(
                     x, spec, budget=budget, share=self.sigma0_share
                 )
+            # A public multiple of the estimate (post-processing of it): no further privacy cost.
+            sigma0_sq = float(sigma0_sq) * self.sigma0_scale
             freqs = draw_frequencies(
-                public["num_features"], spec.dim, float(sigma0_sq), public["freq_seed"]
+                public["num_features"], spec.dim, sigma0_sq, public["freq_seed"]
             )
             stats, joint = release_statistics(
                 x, data.train_y, freqs, spec.num_classes, public["release_counts"], privacy
