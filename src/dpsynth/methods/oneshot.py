@@ -529,7 +529,9 @@ class EmbeddingMethod(Method):
                 "σ0² (the DP estimate of E‖x − x′‖², or the public constant) before the "
                 "frequencies are drawn (default 1: the median-heuristic width itself)."
             )
-        # The kernel width relative to the median heuristic: < 1 draws higher frequencies.
+        # The kernel width relative to the median heuristic σ0² = E‖x − x′‖² (Gretton et al.,
+        # JMLR 2012; not an optimum: Garreau, Jitkrittum & Kanagawa, arXiv:1707.07269): < 1
+        # draws higher frequencies (results/pearl_fmnist/selection_sigma0/).
         self.sigma0_scale = float(sigma0_scale)
         self.num_features, self.sigma0_sq, self.freq_seed = num_features, sigma0_sq, freq_seed
         self.class_counts = class_counts
