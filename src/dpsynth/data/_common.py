@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -30,6 +31,15 @@ def check_seed(key: str, value: object) -> int:
             f"{key}={value!r} is invalid: it must be an integer in 0..2**32-1 (e.g. 0)."
         )
     return int(value)
+
+
+def is_finite_number(value: object) -> bool:
+    """A finite int or float (a bool is not a number here: ``True`` is a config mistake)."""
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
 
 
 def check_positive_int(key: str, value: object, allow_none: bool = False) -> int | None:

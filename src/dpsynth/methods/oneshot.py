@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
+from dpsynth.data._common import is_finite_number
 from dpsynth.data.base import Dataset, DataSpec
 from dpsynth.errors import ConfigError, PrivacyError, TrainingError
 from dpsynth.methods.base import (
@@ -518,12 +519,7 @@ class EmbeddingMethod(Method):
                 "DP σ0² estimate must lie in (0, 1) (default 0.05)."
             )
         self.sigma0_share = float(sigma0_share)
-        if not (
-            isinstance(sigma0_scale, int | float)
-            and not isinstance(sigma0_scale, bool)
-            and math.isfinite(float(sigma0_scale))
-            and float(sigma0_scale) > 0
-        ):
+        if not (is_finite_number(sigma0_scale) and float(sigma0_scale) > 0):
             raise ConfigError(
                 f"method.sigma0_scale: got {sigma0_scale!r}; a finite number > 0 that multiplies "
                 "σ0² (the DP estimate of E‖x − x′‖², or the public constant) before the "

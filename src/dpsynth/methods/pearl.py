@@ -63,7 +63,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dpsynth.data._common import check_positive_int
+from dpsynth.data._common import check_positive_int, is_finite_number
 from dpsynth.data.base import DataSpec
 from dpsynth.errors import ConfigError
 from dpsynth.methods.oneshot import EmbeddingMethod, embedding_noise_std
@@ -178,12 +178,7 @@ class PEARL(EmbeddingMethod):
         self.low_snr_steps = check_positive_int(
             "method.low_snr_steps", low_snr_steps, allow_none=True
         )
-        if not (
-            isinstance(low_snr_ratio, int | float)
-            and not isinstance(low_snr_ratio, bool)
-            and math.isfinite(float(low_snr_ratio))
-            and float(low_snr_ratio) >= 0
-        ):
+        if not (is_finite_number(low_snr_ratio) and float(low_snr_ratio) >= 0):
             raise ConfigError(
                 f"method.low_snr_ratio: got {low_snr_ratio}; a number >= 0, the gate ratio "
                 "(the release's signal per frequency over the critic's noise scale) below "
