@@ -263,9 +263,10 @@ def test_every_method_yaml_is_a_labelled_preset() -> None:
 
 
 def test_pearl_ensemble_is_pearl_plus_the_proxy_winner(tmp_path: Path) -> None:
-    """pearl_ensemble differs from pearl by the ensemble size and the low-SNR step rule, each
-    the winner on both proxies' validation splits (the committed candidate records): the size
-    in every paired seed, the rule on each proxy's mean over its paired seeds."""
+    """pearl_ensemble differs from pearl by the ensemble size, the low-SNR step rule and the
+    kernel width, each chosen on proxies' validation splits (the committed candidate records):
+    the size in every paired seed, the rule on each proxy's mean over its paired seeds, the
+    width as each proxy's winner (one in the preset, the other in MNIST's run.sh)."""
     ens, pearl = method_config("pearl_ensemble", tmp_path), method_config("pearl", tmp_path)
     differ = {k for k in ens.keys() | pearl.keys() if ens.get(k) != pearl.get(k)}
     assert differ == {"name", "ensemble", "low_snr_steps", "sigma0_scale"}

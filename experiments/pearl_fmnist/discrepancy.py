@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from dpsynth.data.base import DataSpec
 from dpsynth.methods.embedding import draw_frequencies
 from dpsynth.methods.oneshot import (
+    RUN_RELEASE,
     EmbeddingMethod,
     discrepancy_ratio,
     embedding_noise_std,
@@ -33,15 +34,7 @@ from dpsynth.methods.oneshot import (
     released_class_weights,
 )
 from dpsynth.pipeline import build_method
-from dpsynth.privacy.release import Ledger, Release
-
-
-def load_run_release(run: Path) -> Release:
-    """The run's own release.npz (statistics, public parameters, ledger)."""
-    with np.load(run / "release.npz", allow_pickle=False) as z:
-        meta = json.loads(bytes(z["__meta__"]).decode())
-        stats = {k: z[k] for k in meta["statistics"]}
-    return Release(stats, meta["public"], Ledger.from_dict(meta["ledger"]))
+from dpsynth.privacy.release import ReleaseCache
 
 
 def member_checkpoints(run: Path) -> list[Path]:
@@ -57,7 +50,10 @@ def run_row(run: Path) -> dict[str, float | str]:
     method = build_method(config)
     if not isinstance(method, EmbeddingMethod):
         raise SystemExit(f"{run}: method {method.name} is not a CF-embedding method")
-    release = load_run_release(run)
+    # The run's own release.npz, read as the run itself reads it on a resume.
+    release = ReleaseCache(run).load(Path(RUN_RELEASE).stem)
+    if release is None:
+        raise SystemExit(f"{run}: no {RUN_RELEASE} (a run folder of a CF-embedding method)")
     pub = release.public
     c = int(pub["num_classes"])
     with np.load(run / "samples.npz") as z:  # the image shape, from the run's own samples
