@@ -54,6 +54,16 @@ RESULT_NEUTRAL_KEYS = (
 )
 
 
+#: Lightning's shorthand precision names, as it resolves them.
+PRECISION_ALIASES = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
+
+
+def trainer_precision(resolved: dict[str, Any]) -> str:
+    """The run's ``trainer.precision`` under its canonical Lightning name (default 32-true)."""
+    value = str((resolved.get("trainer") or {}).get("precision", "32-true"))
+    return PRECISION_ALIASES.get(value, value)
+
+
 #: Method keys that label a preset without changing what it computes (read by the report).
 METHOD_LABEL_KEYS = ("preset_selection",)
 
@@ -95,11 +105,14 @@ def config_id(resolved: dict[str, Any]) -> str:
 
     That includes the code version of the method (``Method.version``, from the class the
     method's ``_target_`` names): a run made by other method code gets another id, so a
-    resumed sweep re-runs it instead of skipping it. Paths, loggers, progress bars and preset
-    labels (``method.preset_selection``) are left out, so the same experiment gets the same id
+    resumed sweep re-runs it instead of skipping it. Paths, loggers, progress bars, trainer
+    options other than a non-float32 ``trainer.precision``, and preset labels
+    (``method.preset_selection``) are left out, so the same experiment gets the same id
     (and run folder) wherever its data live.
     """
     kept = {k: v for k, v in resolved.items() if k not in RESULT_NEUTRAL_KEYS}
+    if trainer_precision(resolved) != "32-true":  # the one trainer key that changes results
+        kept["trainer_precision"] = trainer_precision(resolved)  # (float32 ids unchanged)
     if (kept.get("tune") or {}).get("role", "none") == "none":  # ids of ordinary runs unchanged
         kept.pop("tune", None)
     if isinstance(kept.get("dataset"), dict):  # where a loader caches is no result either

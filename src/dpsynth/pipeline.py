@@ -256,6 +256,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     privacy = dataclasses.replace(privacy, delta_reserved=data.delta_reserved)
     record["privacy"]["delta_reserved"] = privacy.delta_reserved
     method.check(data.spec, {k: cfg.dataset.get(k) for k in DATASET_OPTION_KEYS}, data.n_train)
+    method.check_precision(OmegaConf.select(cfg, "trainer.precision", default="32-true"))
     # How the preset was chosen, as it holds on this dataset: the report labels the row by it.
     selection = preflight(cfg, data, privacy, method, run_dir)
     if selection:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dpsynth.config import PRECISION_ALIASES
 from dpsynth.data.base import Dataset, DataSpec, Kind
 from dpsynth.errors import ConfigError
 from dpsynth.privacy.release import Ledger, PrivacySpec, Release, ReleaseCache
@@ -166,6 +167,10 @@ class Method:
     #: Method keys its release (the private-data access) depends on; None: possibly all of
     #: them. ``dpsynth-tune`` counts candidates that differ only in other keys as one release.
     release_keys: ClassVar[frozenset[str] | None] = None
+    #: Lightning ``trainer.precision`` values this method's training is correct under (see
+    #: ``check_precision``). Float32 only unless a subclass has checked its arithmetic under
+    #: another one; DP-SGD never widens it (its clipping must see exact per-sample norms).
+    precisions: ClassVar[frozenset[str]] = frozenset({"32-true"})
     #: Post-training facts about the trained model (e.g. the critic's concentration), recorded
     #: in metrics.json under ``diagnostics``; computed from the model only, never from data.
     diagnostics: dict[str, float] = {}  # noqa: RUF012 - replaced per instance, never mutated
@@ -187,6 +192,18 @@ class Method:
             raise ConfigError(
                 f"method={self.name} does not support dataset={spec.name} (kind {spec.kind!r}); "
                 f"it supports {sorted(self.kinds)} data. Choose another method or dataset."
+            )
+
+    def check_precision(self, precision: Any) -> None:
+        """Refuse a ``trainer.precision`` the method's training is not correct under, before
+        any work starts: no run may silently train in another precision than it records."""
+        value = PRECISION_ALIASES.get(str(precision), str(precision))
+        if value not in self.precisions:
+            raise ConfigError(
+                f"trainer.precision: got {precision!r}; method={self.name} trains only in "
+                f"{sorted(self.precisions)}. Set trainer.precision to one of those (e.g. "
+                "trainer=default); bf16-mixed is for the embedding methods (pearl, dpmerf and "
+                "their presets), whose loss is checked under it."
             )
 
     def release(self, data: Dataset, privacy: PrivacySpec, ctx: RunContext) -> Release:

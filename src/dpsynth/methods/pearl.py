@@ -79,9 +79,11 @@ def critic_weights_sq(
     freqs_sq: torch.Tensor, precision: torch.Tensor, sigma0_sq: float
 ) -> torch.Tensor:
     """``critic_weights`` from the squared frequencies t² (k, d), which training computes once
-    (squaring the k × d matrix every step cost ~1 ms of a ~20 ms step)."""
-    logits = 0.5 * (freqs_sq @ (sigma0_sq - precision))  # (k,)
-    return torch.softmax(logits, dim=0)
+    (squaring the k × d matrix every step cost ~1 ms of a ~20 ms step). Always float32 or
+    wider, autocast or not: logits in the hundreds would lose whole units in bfloat16."""
+    with torch.autocast(freqs_sq.device.type, enabled=False):
+        logits = 0.5 * (freqs_sq @ (sigma0_sq - precision))  # (k,)
+        return torch.softmax(logits, dim=0)
 
 
 def critic_temperature(noise_std: float, num_classes: int, k: int, kl: float) -> float:
