@@ -52,10 +52,12 @@ def upsample_conv2d(
     rows_in = x.permute(0, 2, 1, 3).reshape(n * h, c * w)  # ((N, i), (c, j))
     kern = torch.einsum("ocab,bqj->cjaoq", weight, taps_w).reshape(c * w, k * o * 2 * w)
     r = (rows_in @ kern).view(n, h * k, o * 2 * w)  # (N, (i, a), (o, q))
-    rows = taps_h.permute(1, 2, 0).reshape(2 * h, h * k)  # (p, (i, a))
-    y = torch.bmm(rows.expand(n, 2 * h, h * k), r)  # (N, p, (o, q))
-    y = y.view(n, 2 * h, o, 2 * w).permute(0, 2, 1, 3)  # (N, O, 2H, 2W) view
-    return y if bias is None else y + bias.view(1, o, 1, 1)
+    rows = taps_h.permute(1, 2, 0).reshape(2 * h, h * k).expand(n, 2 * h, h * k)  # (p, (i, a))
+    if bias is None:
+        y = torch.bmm(rows, r)  # (N, p, (o, q))
+    else:  # the bias inside the product: no strided pass over the (permuted) output
+        y = torch.baddbmm(bias.repeat_interleave(2 * w).expand(n, 2 * h, o * 2 * w), rows, r)
+    return y.view(n, 2 * h, o, 2 * w).permute(0, 2, 1, 3)  # (N, O, 2H, 2W) view
 
 
 class UpsampleConv2d(nn.Conv2d):
