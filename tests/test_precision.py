@@ -14,9 +14,10 @@ from dpsynth.errors import ConfigError
 from dpsynth.methods.base import Method
 from dpsynth.methods.embedding import cf_features, draw_frequencies
 from dpsynth.methods.generators import ConvGenerator
-from dpsynth.methods.oneshot import EmbeddingMatcher, EmbeddingMethod
+from dpsynth.methods.oneshot import EmbeddingMethod
 from dpsynth.methods.pearl import critic_weights
 from dpsynth.pipeline import build_method, run
+from tests.test_oneshot import _matcher
 
 BF16 = {"device_type": "cpu", "dtype": torch.bfloat16}
 
@@ -61,19 +62,9 @@ def test_critic_weights_ignore_autocast() -> None:
 
 
 def test_the_matcher_casts_its_frequencies_once_per_autocast_dtype() -> None:
-    freqs = draw_frequencies(50, 16, 2.0, seed=0)
-    module = EmbeddingMatcher(
-        ConvGenerator((1, 4, 4), 3, code_dim=2, hidden=8, base_channels=2, mid_channels=2),
-        freqs,
-        torch.zeros(100, 3),
-        torch.full((3,), 1 / 3),
-        code_dim=2,
-        batch_size=6,
-        lr=0.01,
-        max_steps=1,
-        scheduler="constant",
-        loss_scale=1.0,
-    )
+    gen = ConvGenerator((1, 4, 4), 3, code_dim=2, hidden=8, base_channels=2, mid_channels=2)
+    module = _matcher(None, gen, k=50)
+    freqs = module.freqs.clone()
     assert module.projection_freqs() is module.freqs  # float32 training: no copy
     with torch.autocast(**BF16):
         first = module.projection_freqs()
