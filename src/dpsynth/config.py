@@ -58,10 +58,14 @@ RESULT_NEUTRAL_KEYS = (
 PRECISION_ALIASES = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
 
+def canonical_precision(value: object) -> str:
+    """A Lightning precision under its canonical name (``32`` → ``32-true``, ...)."""
+    return PRECISION_ALIASES.get(str(value), str(value))
+
+
 def trainer_precision(resolved: dict[str, Any]) -> str:
     """The run's ``trainer.precision`` under its canonical Lightning name (default 32-true)."""
-    value = str((resolved.get("trainer") or {}).get("precision", "32-true"))
-    return PRECISION_ALIASES.get(value, value)
+    return canonical_precision((resolved.get("trainer") or {}).get("precision", "32-true"))
 
 
 #: Method keys that label a preset without changing what it computes (read by the report).

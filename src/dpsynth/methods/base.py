@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dpsynth.config import PRECISION_ALIASES
+from dpsynth.config import canonical_precision
 from dpsynth.data.base import Dataset, DataSpec, Kind
 from dpsynth.errors import ConfigError
 from dpsynth.privacy.release import Ledger, PrivacySpec, Release, ReleaseCache
@@ -197,8 +197,7 @@ class Method:
     def check_precision(self, precision: Any) -> None:
         """Refuse a ``trainer.precision`` the method's training is not correct under, before
         any work starts: no run may silently train in another precision than it records."""
-        value = PRECISION_ALIASES.get(str(precision), str(precision))
-        if value not in self.precisions:
+        if canonical_precision(precision) not in self.precisions:
             raise ConfigError(
                 f"trainer.precision: got {precision!r}; method={self.name} trains only in "
                 f"{sorted(self.precisions)}. Set trainer.precision to one of those (e.g. "
