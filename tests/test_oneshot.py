@@ -372,6 +372,36 @@ def test_balanced_batch_embedding_is_the_weighted_class_mean_and_its_gradient() 
     )
 
 
+@pytest.mark.parametrize("weights", [torch.tensor([0.5, 0.2, 0.3]).double(), None])
+def test_cf_discrepancy_is_the_composed_loss_with_its_gradient(weights) -> None:
+    # The fused node gives the per-frequency distance of batch_embedding's composition, and the
+    # same gradients in x and in the frequencies (class 1 absent: a zero column); gradcheck
+    # validates its hand-written backward against finite differences.
+    from dpsynth.methods.embedding import cf_discrepancy
+
+    torch.manual_seed(1)
+    freqs = (draw_frequencies(7, 5, 2.0, seed=0).double()).requires_grad_(True)
+    x = torch.rand(8, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 2, 2, 0, 0, 2, 2, 2])
+    target = torch.randn(14, 3, dtype=torch.float64) * 0.1  # (2k, C)
+    diff = target - batch_embedding(x, y, freqs, weights, 3)
+    composed = (diff[:7] ** 2 + diff[7:] ** 2).sum(dim=1)  # (k,)
+    ours = cf_discrepancy(x, y, freqs, target, weights)
+    torch.testing.assert_close(ours, composed)
+    g = torch.rand(7, dtype=torch.float64)
+    for a, b in zip(
+        torch.autograd.grad(ours, [x, freqs], g),
+        torch.autograd.grad(composed, [x, freqs], g),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(
+        lambda xx, ff: cf_discrepancy(xx, y, ff, target, weights), (x, freqs)
+    )
+    with pytest.raises(NotImplementedError, match="no gradient for row_scale or target"):
+        cf_discrepancy(x, y, freqs, target.clone().requires_grad_(True), weights).sum().backward()
+
+
 def test_random_label_sampling_uses_the_plain_batch_mean() -> None:
     freqs = draw_frequencies(7, 5, 2.0, seed=0)
     x, y = torch.rand(9, 5), torch.tensor([0, 0, 1, 2, 2, 2, 0, 1, 2])

@@ -101,6 +101,25 @@ def test_a_pearl_run_trains_under_bf16_and_records_it(tiny_config, tmp_path) -> 
     assert record["privacy"]["epsilon_spent"] <= 1.0 + 1e-9
 
 
+def test_a_bf16_trained_generator_is_sampled_under_bf16() -> None:
+    # Synthesizer.precision: the same labels, float32 records in [0, 1], within bf16 rounding
+    # of the float32 samples and not equal to them (the products really ran in bfloat16).
+    import numpy as np
+
+    from dpsynth.data.base import DataSpec
+    from dpsynth.methods.base import Synthesizer
+
+    torch.manual_seed(0)
+    spec = DataSpec("toy", "image", (1, 8, 8), 3, ("a", "b", "c"))
+    gen = ConvGenerator((1, 8, 8), 3, code_dim=4, hidden=32, base_channels=4, mid_channels=4)
+    probs = np.full(3, 1 / 3)
+    x32, y32 = Synthesizer(gen, 4, probs, spec).sample(40, seed=3)
+    x16, y16 = Synthesizer(gen, 4, probs, spec, precision="bf16-mixed").sample(40, seed=3)
+    assert x16.dtype == np.float32 and np.array_equal(y16, y32)
+    assert 0 < np.abs(x16 - x32).max() < 0.02
+    assert x16.min() >= 0 and x16.max() <= 1
+
+
 @pytest.mark.parametrize("method", ["dpsgd", "mst"])
 def test_other_methods_refuse_bf16_before_any_work(tiny_config, tmp_path, method: str) -> None:
     cfg = tiny_config("adult", method, "trainer.precision=bf16-mixed")

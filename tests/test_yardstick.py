@@ -248,6 +248,24 @@ def test_dp_mean_sq_distance_estimates_the_median_heuristic_scale() -> None:
     assert budget.spends[0].share == 0.05 and budget.spends[0].statistic == "mean_sq_norm+mean"
 
 
+def test_dp_mean_sq_distance_scales_records_into_the_public_ball_first() -> None:
+    # Two numeric columns: R² = 2. Half the records lie far outside the ball ([3, 0]); they
+    # enter the statistic scaled onto it ([√2, 0]), the bound the sensitivity relies on. At a
+    # huge ε the release noise is negligible, so the estimate is the scaled records' exact
+    # E‖x − x′‖² and not the raw ones'.
+    cols = (Column("u", "numeric"), Column("v", "numeric"))
+    spec = DataSpec("t", "tabular", (2,), 2, ("a", "b"), columns=cols)
+    x = np.tile(np.array([[3.0, 0.0], [0.5, 0.5]], dtype=np.float32), (5000, 1))  # (10000, 2)
+    scaled = np.tile(np.array([[math.sqrt(2.0), 0.0], [0.5, 0.5]]), (5000, 1))
+
+    def exact(a: np.ndarray) -> float:  # E‖x − x′‖² over independent pairs
+        return float(2 * ((a**2).sum(1).mean() - (a.mean(0) ** 2).sum()))
+
+    est = dp_mean_sq_distance(x, spec, budget=Budget(PrivacySpec(1e4, 1e-5)), share=0.5)
+    assert est == pytest.approx(exact(scaled), rel=1e-3)
+    assert abs(est - exact(x.astype(np.float64))) > 1.0
+
+
 def test_uniform_prior_is_the_mean_sq_distance_of_uniform_records() -> None:
     rng = np.random.default_rng(1)
     image = DataSpec("toy", "image", (1, 8, 8), 2, ("a", "b"))

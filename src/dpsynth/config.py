@@ -58,6 +58,12 @@ RESULT_NEUTRAL_KEYS = (
 PRECISION_ALIASES = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
 
+#: Bumped when what a reduced ``trainer.precision`` runs in changes, so a resumed bf16 sweep
+#: re-runs jobs made under the old scope while float32 ids (and Method.version) stay as they
+#: are. 1: training only; 2: sampling too (``Synthesizer.precision``).
+LOW_PRECISION_VERSION = 2
+
+
 def canonical_precision(value: object) -> str:
     """A Lightning precision under its canonical name (``32`` → ``32-true``, ...)."""
     return PRECISION_ALIASES.get(str(value), str(value))
@@ -117,6 +123,7 @@ def config_id(resolved: dict[str, Any]) -> str:
     kept = {k: v for k, v in resolved.items() if k not in RESULT_NEUTRAL_KEYS}
     if trainer_precision(resolved) != "32-true":  # the one trainer key that changes results
         kept["trainer_precision"] = trainer_precision(resolved)  # (float32 ids unchanged)
+        kept["low_precision_version"] = LOW_PRECISION_VERSION
     if (kept.get("tune") or {}).get("role", "none") == "none":  # ids of ordinary runs unchanged
         kept.pop("tune", None)
     if isinstance(kept.get("dataset"), dict):  # where a loader caches is no result either

@@ -119,6 +119,11 @@ class Synthesizer:
     code_dim: int
     label_probs: np.ndarray
     spec: DataSpec
+    #: The run's ``trainer.precision``: a generator trained under ``bf16-mixed`` is sampled
+    #: under the same bf16 autocast (its matrix products in bfloat16, its output float32),
+    #: i.e. evaluated as it was trained, in ~0.6× the float32 time on CPUs with bf16 dot
+    #: products. Post-processing of the trained generator either way.
+    precision: str = "32-true"
 
     @torch.inference_mode()
     def sample(self, n: int, *, seed: int, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +141,10 @@ class Synthesizer:
         device = next(self.generator.parameters()).device
         x = np.empty((n, *self.spec.shape), dtype=np.float32)  # filled in place: one copy
         # No autograd graph: 3-4× faster and far less memory.
-        with torch.inference_mode(), flush_denormals():
+        autocast = torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16-mixed"
+        )
+        with torch.inference_mode(), flush_denormals(), autocast:
             for start in range(0, n, batch_size):
                 yb = torch.as_tensor(y[start : start + batch_size], device=device)
                 code = torch.randn(len(yb), self.code_dim, generator=gen).to(device)

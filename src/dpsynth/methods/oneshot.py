@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
+from dpsynth.config import canonical_precision
 from dpsynth.data._common import is_finite_number
 from dpsynth.data.base import Dataset, DataSpec
 from dpsynth.errors import ConfigError, PrivacyError, TrainingError
@@ -46,7 +47,7 @@ from dpsynth.methods.base import (
     flush_denormals,
 )
 from dpsynth.methods.embedding import (
-    batch_embedding,
+    cf_discrepancy,
     cf_features,
     class_embedding,
     draw_frequencies,
@@ -230,11 +231,8 @@ class EmbeddingMatcher(pl.LightningModule):
 
     def cf_loss(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """λ Σ_i w_i Σ_c |Ẽ_{i,c} − E_G,{i,c}|² over real and imaginary parts."""
-        k = self.freqs.shape[0]
         weights = None if self.label_sampling == "random" else self.class_weights
-        freqs = self.projection_freqs()
-        diff = self.target - batch_embedding(x, y, freqs, weights, self.num_classes)
-        per_freq = (diff[:k] ** 2 + diff[k:] ** 2).sum(dim=1)  # (k,)
+        per_freq = cf_discrepancy(x, y, self.projection_freqs(), self.target, weights)  # (k,)
         return self.loss_scale * (w * per_freq).sum()
 
     def projection_freqs(self) -> torch.Tensor:
@@ -741,7 +739,8 @@ class EmbeddingMethod(Method):
         if self.ensemble > 1:
             self.diagnostics["ensemble/members"] = float(self.ensemble)
         gen = members[0] if len(members) == 1 else MixtureGenerator(members)
-        return Synthesizer(gen, code_dim, weights, spec)
+        precision = canonical_precision(ctx.trainer.get("precision", "32-true"))
+        return Synthesizer(gen, code_dim, weights, spec, precision=precision)
 
     def train_member(
         self,
