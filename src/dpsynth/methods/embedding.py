@@ -42,26 +42,47 @@ class _CFFeatures(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-        k = freqs.shape[0]
-        proj = x.to(freqs.dtype) @ freqs.T  # (N, k), bf16 under a bf16 autocast
-        ctx.mm_dtype = proj.dtype
-        proj = proj.to(torch.promote_types(proj.dtype, torch.float32))
-        z = torch.empty(x.shape[0], 2 * k, dtype=proj.dtype, device=proj.device)  # (N, 2k)
-        torch.cos(proj, out=z[:, :k])
-        torch.sin(proj, out=z[:, k:])
-        z.mul_(1.0 / float(np.sqrt(k)))
+        z, ctx.mm_dtype = _cos_sin(x, freqs)  # (N, 2k)
+        z.mul_(1.0 / float(np.sqrt(freqs.shape[0])))
         ctx.save_for_backward(z, x, freqs)
         return z
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         z, x, freqs = ctx.saved_tensors
-        k, dt = freqs.shape[0], ctx.mm_dtype
-        g_proj = torch.addcmul(z[:, :k] * grad[:, k:], z[:, k:], grad[:, :k], value=-1.0)  # (N, k)
-        g_proj = g_proj.to(dt)
-        gx = g_proj @ freqs.to(dt) if ctx.needs_input_grad[0] else None  # (N, d)
-        gf = g_proj.T @ x.to(dt) if ctx.needs_input_grad[1] else None  # (k, d)
-        return gx, gf  # autograd casts each to its input's dtype
+        return _cos_sin_backward(z, grad, x, freqs, ctx.mm_dtype, ctx.needs_input_grad[:2])
+
+
+def _cos_sin(x: torch.Tensor, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
+    """[cos(T x), sin(T x)] (N, 2k), unnormalised, at least float32, and the dtype the product
+    T x ran in (``freqs``', e.g. bfloat16 under a bf16 autocast): no (N, 2k) concatenation."""
+    k = freqs.shape[0]
+    proj = x.to(freqs.dtype) @ freqs.T  # (N, k)
+    mm_dtype = proj.dtype
+    proj = proj.to(torch.promote_types(proj.dtype, torch.float32))
+    z = torch.empty(x.shape[0], 2 * k, dtype=proj.dtype, device=proj.device)  # (N, 2k)
+    torch.cos(proj, out=z[:, :k])
+    torch.sin(proj, out=z[:, k:])
+    return z, mm_dtype
+
+
+def _cos_sin_backward(
+    z: torch.Tensor,  # (N, 2k) [cos, sin] (any common scale)
+    grad: torch.Tensor,  # (N, 2k) gradient with respect to z
+    x: torch.Tensor,  # (N, d)
+    freqs: torch.Tensor,  # (k, d)
+    mm_dtype: torch.dtype,
+    needs: tuple[bool, ...],  # (x, freqs) need a gradient
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients in x and freqs through z = [cos(T x), sin(T x)]: d cos / d proj = −sin and
+    d sin / d proj = cos, so g_proj = cos·g_sin − sin·g_cos; its products run in ``mm_dtype``.
+    Autograd casts each result to its input's dtype."""
+    k = freqs.shape[0]
+    g_proj = torch.addcmul(z[:, :k] * grad[:, k:], z[:, k:], grad[:, :k], value=-1.0)  # (N, k)
+    g_proj = g_proj.to(mm_dtype)
+    gx = g_proj @ freqs.to(mm_dtype) if needs[0] else None  # (N, d)
+    gf = g_proj.T @ x.to(mm_dtype) if needs[1] else None  # (k, d)
+    return gx, gf
 
 
 def cf_features(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
@@ -170,12 +191,7 @@ class _CFDiscrepancy(torch.autograd.Function):
         target: torch.Tensor,  # (C, 2k) released embedding, one row per class
     ) -> torch.Tensor:
         k = freqs.shape[0]
-        proj = x.to(freqs.dtype) @ freqs.T  # (B, k), bf16 under a bf16 autocast
-        ctx.mm_dtype = proj.dtype
-        proj = proj.to(torch.promote_types(proj.dtype, torch.float32))
-        zu = torch.empty(x.shape[0], 2 * k, dtype=proj.dtype, device=proj.device)  # (B, 2k)
-        torch.cos(proj, out=zu[:, :k])  # unnormalised: the 1/√k is folded into the scale
-        torch.sin(proj, out=zu[:, k:])
+        zu, ctx.mm_dtype = _cos_sin(x, freqs)  # (B, 2k); the 1/√k is folded into the scale
         sums = torch.zeros(target.shape, dtype=zu.dtype, device=zu.device).index_add_(0, y, zu)
         scale = (row_scale.to(zu.dtype) / math.sqrt(k))[:, None]  # (C, 1)
         diff = target.to(zu.dtype) - sums * scale  # (C, 2k)
@@ -189,13 +205,9 @@ class _CFDiscrepancy(torch.autograd.Function):
         zu, x, freqs, y, diff_scaled = ctx.saved_tensors
         if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
             raise NotImplementedError("cf_discrepancy: no gradient for row_scale or target")
-        k, dt = freqs.shape[0], ctx.mm_dtype
         g_sums = diff_scaled * (-2.0 * grad).repeat(2)[None, :]  # (C, 2k): dℓ/d(unscaled sums)
-        g_z = g_sums.index_select(0, y)  # (B, 2k)
-        g_proj = torch.addcmul(zu[:, :k] * g_z[:, k:], zu[:, k:], g_z[:, :k], value=-1.0)
-        g_proj = g_proj.to(dt)  # (B, k)
-        gx = g_proj @ freqs.to(dt) if ctx.needs_input_grad[0] else None  # (B, d)
-        gf = g_proj.T @ x.to(dt) if ctx.needs_input_grad[1] else None  # (k, d)
+        g_z = g_sums.index_select(0, y)  # (B, 2k): each row's class row
+        gx, gf = _cos_sin_backward(zu, g_z, x, freqs, ctx.mm_dtype, ctx.needs_input_grad[:2])
         return gx, gf, None, None, None
 
 
