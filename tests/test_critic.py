@@ -17,6 +17,7 @@ from dpsynth.methods.pearl import (
     PEARL,
     FrequencyCritic,
     critic_temperature,
+    critic_weights_sq,
     embedding_noise_std,
     gate_ratio,
     signal_to_noise,
@@ -185,6 +186,13 @@ def test_floor_projection_restores_the_effective_number_and_keeps_the_family() -
     assert 0.5 * k * (1 - 1e-6) <= ess < 0.55 * k  # at the floor, not needlessly further
     assert 0.0 < c < 1.0
     torch.testing.assert_close(critic.precision.detach() - 2.0, c * move0)  # same direction
+
+    def ess_at(c: float) -> float:  # the critic's own α, computed in full at σ0² + c·move
+        alpha = critic_weights_sq(freqs_sq, 2.0 + c * move0, 2.0)
+        return 1 / float((alpha.double() ** 2).sum())
+
+    # c is the bisection's answer: feasible, and one 2⁻¹² step further is not
+    assert ess_at(c) >= 0.5 * k * (1 - 1e-6) and ess_at(c + 2**-12) < 0.5 * k
     # the ranking of frequencies is kept (logits only scaled)
     assert torch.equal(torch.argsort(alpha), torch.argsort(alpha0))
     # already feasible: untouched
