@@ -19,6 +19,7 @@ from dpsynth.methods.base import PrivacySpec, RunContext, Synthesizer, flush_den
 from dpsynth.methods.dpmerf import DPMERF
 from dpsynth.methods.embedding import (
     batch_embedding,
+    cf_discrepancy,
     class_embedding,
     class_proportions,
     draw_frequencies,
@@ -377,8 +378,6 @@ def test_cf_discrepancy_is_the_composed_loss_with_its_gradient(weights) -> None:
     # The fused node gives the per-frequency distance of batch_embedding's composition, and the
     # same gradients in x and in the frequencies (class 1 absent: a zero column); gradcheck
     # validates its hand-written backward against finite differences.
-    from dpsynth.methods.embedding import cf_discrepancy
-
     torch.manual_seed(1)
     freqs = (draw_frequencies(7, 5, 2.0, seed=0).double()).requires_grad_(True)
     x = torch.rand(8, 5, dtype=torch.float64, requires_grad=True)

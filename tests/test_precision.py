@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from dpsynth.config import config_id
+from dpsynth.data.base import DataSpec
 from dpsynth.errors import ConfigError
-from dpsynth.methods.base import Method
+from dpsynth.methods.base import Method, Synthesizer
 from dpsynth.methods.embedding import cf_features, draw_frequencies
 from dpsynth.methods.generators import ConvGenerator
 from dpsynth.methods.oneshot import EmbeddingMethod
@@ -104,11 +106,6 @@ def test_a_pearl_run_trains_under_bf16_and_records_it(tiny_config, tmp_path) -> 
 def test_a_bf16_trained_generator_is_sampled_under_bf16() -> None:
     # Synthesizer.precision: the same labels, float32 records in [0, 1], within bf16 rounding
     # of the float32 samples and not equal to them (the products really ran in bfloat16).
-    import numpy as np
-
-    from dpsynth.data.base import DataSpec
-    from dpsynth.methods.base import Synthesizer
-
     torch.manual_seed(0)
     spec = DataSpec("toy", "image", (1, 8, 8), 3, ("a", "b", "c"))
     gen = ConvGenerator((1, 8, 8), 3, code_dim=4, hidden=32, base_channels=4, mid_channels=4)
