@@ -100,6 +100,14 @@ CASES = {
         DataError,
         "train-images-idx3-ubyte",
     ),
+    "epsilon_below_a_rule": (
+        lambda t: [
+            "privacy.epsilon=0.5",
+            "method.num_features='${dpsynth_by_epsilon:${privacy.epsilon},{1: 100}}'",
+        ],
+        ConfigError,
+        "method.num_features (dpsynth_by_epsilon): privacy.epsilon 0.5 is below",
+    ),
     "truncated_idx": (_truncate_idx, DataError, "train-images-idx3-ubyte.gz"),
     "corrupted_celeba": (_corrupt_celeba, DataError, ".jpg"),
     "cache_dir_not_writable": (

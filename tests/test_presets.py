@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from dpsynth.config import CONF_DIR, config_id, group_options
+from dpsynth.config import CONF_DIR, by_epsilon, config_id, group_options
+from dpsynth.errors import ConfigError
 from dpsynth.methods.base import Method
 from dpsynth.methods.pearl import PEARL
 from dpsynth.pipeline import build_method
@@ -269,7 +270,7 @@ def test_pearl_ensemble_is_pearl_plus_the_proxy_winner(tmp_path: Path) -> None:
     width as each proxy's winner (one in the preset, the other in MNIST's run.sh)."""
     ens, pearl = method_config("pearl_ensemble", tmp_path), method_config("pearl", tmp_path)
     differ = {k for k in ens.keys() | pearl.keys() if ens.get(k) != pearl.get(k)}
-    assert differ == {"name", "ensemble", "low_snr_steps", "sigma0_scale"}
+    assert differ == {"name", "ensemble", "low_snr_steps", "sigma0_scale"}  # at ε 1 (the default)
     assert ens["ensemble"] == 3 and pearl["ensemble"] == 1
     assert (ens["low_snr_steps"], pearl["low_snr_steps"]) == (1500, None)
     # The kernel width: each proxy's winner over its candidates (mean CNN accuracy on its
@@ -339,3 +340,73 @@ def test_pearl_ensemble_is_pearl_plus_the_proxy_winner(tmp_path: Path) -> None:
                 assert cfg["method"].get("ensemble", 1) == size and cfg["privacy"]["epsilon"] == 0.2
                 acc[size] = rec["metrics"]["eval/acc_cnn"]
             assert acc[3] > acc[1], (proxy, seed, acc)
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "expected"),
+    [(0.0, 1500), (0.2, 1500), (1, 1500), (9.999, 1500), (10, 5000), (50.0, 5000)],
+)
+def test_by_epsilon_takes_the_value_at_the_largest_threshold_at_or_below(
+    epsilon: float, expected: int
+) -> None:
+    assert by_epsilon(epsilon, {0: 1500, 10: 5000}) == expected
+    assert by_epsilon(epsilon, {10: 5000, 0: 1500}) == expected  # written in any order
+    assert by_epsilon(str(epsilon), {0.0: 1500, 10.0: 5000}) == expected  # ε as Hydra passes it
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "table", "needle"),
+    [
+        (0.5, {1: 100}, "is below the rule's smallest threshold 1.0"),
+        (float("nan"), {0: 100}, "is below"),
+        (1.0, {}, "write a mapping from ε thresholds to values"),
+        (1.0, [0, 100], "write a mapping"),
+        (1.0, {"ten": 100}, "both must be numbers"),
+        ("one", {0: 100}, "both must be numbers"),
+    ],
+)
+def test_by_epsilon_refuses_a_rule_without_a_value_for_the_budget(
+    epsilon: object, table: object, needle: str
+) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        by_epsilon(epsilon, table)
+
+
+def test_pearl_ensemble_frequencies_follow_epsilon_by_its_yaml_rule(tmp_path: Path) -> None:
+    """k = 1,500 below ε 10 and 5,000 from ε 10 up, as the YAML writes it; the run id is the
+    resolved value's, so a run of the rule and the same run with ``num_features`` written out
+    (how the selection and study records ran) are one run."""
+    for eps, k in ((0.2, 1500), (1, 1500), (5, 1500), (10, 5000), (20, 5000)):
+        cfg = compose_config(["method=pearl_ensemble", f"privacy.epsilon={eps}"], tmp_path)
+        assert build_method(cfg).num_features == k
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        assert resolved["method"]["num_features"] == k
+        explicit = compose_config(
+            ["method=pearl_ensemble", f"privacy.epsilon={eps}", f"method.num_features={k}"],
+            tmp_path,
+        )
+        assert config_id(OmegaConf.to_container(explicit, resolve=True)) == config_id(resolved)
+    # pearl keeps its one k at every ε
+    for eps in (0.2, 10):
+        cfg = compose_config(["method=pearl", f"privacy.epsilon={eps}"], tmp_path)
+        assert build_method(cfg).num_features == 1500
+
+
+def test_the_frequency_rule_is_what_both_proxies_picked_at_epsilon_10() -> None:
+    """The committed candidate records behind k = 5,000 at ε 10: each proxy's validation split
+    (never a test set), both widths (¼: the preset's; ⅛: MNIST's run.sh), paired by seed; every
+    one of the four comparisons prefers 5,000."""
+    root = Path(__file__).parents[1] / "results/pearl_fmnist/selection_eps10"
+    for proxy in ("fashion_mnist", "mnist"):
+        for scale in (0.25, 0.125):
+            acc = {}
+            for k in (1500, 5000):
+                run = root / proxy / f"scale{scale}_k{k}_s0"
+                rec = json.loads((run / "metrics.json").read_text())
+                cfg = json.loads((run / "config.json").read_text())
+                assert rec["tune"]["role"] == "candidate" and rec["method"] == "pearl_ensemble"
+                assert cfg["dataset"]["_target_"].endswith(f"load_{proxy}")
+                assert cfg["privacy"]["epsilon"] == 10 and rec["privacy"]["epsilon_spent"] <= 10
+                assert (cfg["method"]["num_features"], cfg["method"]["sigma0_scale"]) == (k, scale)
+                acc[k] = rec["metrics"]["eval/acc_cnn"]
+            assert acc[5000] > acc[1500], (proxy, scale, acc)

@@ -152,11 +152,41 @@ def _wandb_offline() -> bool:
     return not (netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
 
 
+def by_epsilon(epsilon: Any, table: Any, *, _node_: Any = None) -> Any:
+    """A setting that follows the budget by a public rule written in a method YAML:
+    ``${dpsynth_by_epsilon:${privacy.epsilon},{0: 1500, 10: 5000}}`` is 1500 below ε 10 and
+    5000 from ε 10 up (the value at the largest threshold ≤ ε). Deterministic in ε alone, so
+    every run of a sweep records the value it used (config.json is saved resolved) and the
+    run id follows it."""
+    where = _node_._get_full_key(None) if _node_ is not None else "?"
+    key = f"{where} (dpsynth_by_epsilon)"
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(
+            f"{key}: got table {table!r}; write a mapping from ε thresholds to values, "
+            "e.g. ${dpsynth_by_epsilon:${privacy.epsilon},{0: 1500, 10: 5000}}."
+        )
+    try:
+        eps = float(epsilon)
+        thresholds = sorted((float(t), v) for t, v in table.items())
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"{key}: got ε {epsilon!r} and thresholds {list(table)}; both must be numbers "
+            "(e.g. {0: 1500, 10: 5000})."
+        ) from e
+    if math.isnan(eps) or eps < thresholds[0][0]:
+        raise ConfigError(
+            f"{key}: privacy.epsilon {epsilon!r} is below the rule's smallest threshold "
+            f"{thresholds[0][0]} ({table}); start the rule at 0 so every ε has a value."
+        )
+    return [v for t, v in thresholds if t <= eps][-1]
+
+
 if not OmegaConf.has_resolver("dpsynth_data_dir"):
     OmegaConf.register_new_resolver("dpsynth_data_dir", default_data_dir)
     OmegaConf.register_new_resolver("dpsynth_cache_root", default_cache_root)
     OmegaConf.register_new_resolver("dpsynth_config_id", _config_id_resolver)
     OmegaConf.register_new_resolver("dpsynth_wandb_offline", _wandb_offline)
+    OmegaConf.register_new_resolver("dpsynth_by_epsilon", by_epsilon)
 
 
 @dataclass

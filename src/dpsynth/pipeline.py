@@ -25,6 +25,7 @@ from filelock import FileLock, Timeout
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from dpsynth.config import DATASET_OPTION_KEYS, config_id, selection_for, validate
 from dpsynth.data.base import Dataset
@@ -53,10 +54,11 @@ def build(node: Any, **kwargs: Any) -> Any:
     user sees one message naming the key instead of Hydra's instantiation wrapper."""
     try:
         return instantiate(node, _convert_="all", **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__
+    except (InstantiationException, InterpolationResolutionError) as e:  # a rule's own error too
+        # OmegaConf re-raises a resolver's error as the context, not the cause, of its own.
+        cause = e.__cause__ or e.__context__
         while cause is not None and not isinstance(cause, DpsynthError):
-            cause = cause.__cause__
+            cause = cause.__cause__ or cause.__context__
         if cause is not None:
             raise cause from None
         raise
