@@ -69,12 +69,15 @@ def method_config(name: str, tmp_path: Path) -> dict:
     return OmegaConf.to_container(cfg.method, resolve=True)
 
 
-def candidate_record(run: Path, proxy: str, epsilon: float) -> tuple[dict, dict]:
+def candidate_record(
+    run: Path, proxy: str, epsilon: float, method: str | None = "pearl_ensemble"
+) -> tuple[dict, dict]:
     """A committed selection candidate's metrics.json and config.json, after checking that it
-    ran under the protocol: a candidate of pearl_ensemble on ``proxy``'s validation split."""
+    ran under the protocol: a candidate (of ``method``, when given) on ``proxy``'s validation
+    split at ``epsilon``."""
     rec = json.loads((run / "metrics.json").read_text())
     cfg = json.loads((run / "config.json").read_text())
-    assert rec["tune"]["role"] == "candidate" and rec["method"] == "pearl_ensemble"
+    assert rec["tune"]["role"] == "candidate" and method in (None, rec["method"])
     assert cfg["dataset"]["_target_"].endswith(f"load_{proxy}")
     assert cfg["privacy"]["epsilon"] == epsilon
     return rec, cfg
@@ -334,15 +337,9 @@ def test_pearl_ensemble_is_pearl_plus_the_proxy_winner(tmp_path: Path) -> None:
         for seed in (0, 1):
             acc = {}
             for size, tag in ((1, "g0"), (3, "ens3")):
-                rec = json.loads(
-                    (root / proxy / f"e0.2_{tag}_s{seed}" / "metrics.json").read_text()
-                )
-                cfg = json.loads((root / proxy / f"e0.2_{tag}_s{seed}" / "config.json").read_text())
-                assert rec["tune"]["role"] == "candidate" and cfg["dataset"]["_target_"].endswith(
-                    f"load_{proxy}"
-                )
+                rec, cfg = candidate_record(root / proxy / f"e0.2_{tag}_s{seed}", proxy, 0.2, None)
                 # the ensemble-1 candidates ran before the key existed (it defaults to 1)
-                assert cfg["method"].get("ensemble", 1) == size and cfg["privacy"]["epsilon"] == 0.2
+                assert cfg["method"].get("ensemble", 1) == size
                 acc[size] = rec["metrics"]["eval/acc_cnn"]
             assert acc[3] > acc[1], (proxy, seed, acc)
 
