@@ -51,6 +51,7 @@ PEARL_TUNED = {
     "label_sampling": "random",
     "g_ema": 0.0,
     "ensemble": 1,
+    "unbiased_loss": False,
     "release_of": None,
     "name": "pearl_tuned",
 }

@@ -76,6 +76,11 @@ def trainer_precision(resolved: dict[str, Any]) -> str:
 
 #: Method keys that label a preset without changing what it computes (read by the report).
 METHOD_LABEL_KEYS = ("preset_selection",)
+#: Method keys added after runs were recorded, with the value that reproduces those runs: a
+#: method config holding that value is hashed without the key, so adding a key to a YAML does
+#: not rename every earlier run (a resumed sweep would re-run them all); any other value is
+#: hashed as usual.
+METHOD_LATE_KEYS: dict[str, Any] = {"unbiased_loss": False}
 
 
 def selection_for(label: str, dataset: str) -> str | None:
@@ -130,7 +135,12 @@ def config_id(resolved: dict[str, Any]) -> str:
         kept["dataset"] = {k: v for k, v in kept["dataset"].items() if k != "cache_dir"}
     if isinstance(kept.get("method"), dict):
         version = method_version(kept["method"])
-        kept["method"] = {k: v for k, v in kept["method"].items() if k not in METHOD_LABEL_KEYS}
+        kept["method"] = {
+            k: v
+            for k, v in kept["method"].items()
+            if k not in METHOD_LABEL_KEYS
+            and not (k in METHOD_LATE_KEYS and v is METHOD_LATE_KEYS[k])
+        }
         if version is not None:
             kept["method_version"] = version
     blob = json.dumps(kept, sort_keys=True, default=str).encode()

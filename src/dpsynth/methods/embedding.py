@@ -189,6 +189,7 @@ class _CFDiscrepancy(torch.autograd.Function):
         y: torch.Tensor,  # (B,) labels
         row_scale: torch.Tensor,  # (C,) weight of one row of class c in column c
         target: torch.Tensor,  # (C, 2k) released embedding, one row per class
+        self_coef: torch.Tensor | None,  # (C,) U-statistic term per class, or None
     ) -> torch.Tensor:
         k = freqs.shape[0]
         zu, ctx.mm_dtype = _cos_sin(x, freqs)  # (B, 2k); the 1/√k is folded into the scale
@@ -196,19 +197,32 @@ class _CFDiscrepancy(torch.autograd.Function):
         scale = (row_scale.to(zu.dtype) / math.sqrt(k))[:, None]  # (C, 1)
         diff = target.to(zu.dtype) - sums * scale  # (C, 2k)
         sq = diff.square()
+        if self_coef is not None:
+            # + s_c²(|S_c|² − n_c²)/(n_c − 1): the V-statistic's self term s_c²|S_c|² becomes
+            # the U-statistic's (see cf_discrepancy); self_coef_c = s_c²/(n_c − 1), 0 if n_c < 2.
+            coef = self_coef.to(zu.dtype)[:, None]  # (C, 1)
+            sq.add_(sums.square() * coef)
+            ctx.sums_coef = sums * coef  # (C, 2k), for the backward
+        else:
+            ctx.sums_coef = None
         per_freq = sq[:, :k].sum(dim=0) + sq[:, k:].sum(dim=0)  # (k,)
+        if self_coef is not None:  # the constant part, −Σ_c s_c² n_c²/(n_c − 1) a frequency
+            counts = torch.bincount(y, minlength=target.shape[0]).to(zu.dtype)  # (C,)
+            per_freq.sub_((self_coef.to(zu.dtype) * counts.square()).sum())
         ctx.save_for_backward(zu, x, freqs, y, diff.mul_(scale))  # (Ẽ − E)·scale
         return per_freq
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         zu, x, freqs, y, diff_scaled = ctx.saved_tensors
-        if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
+        if any(ctx.needs_input_grad[3:]):
             raise NotImplementedError("cf_discrepancy: no gradient for row_scale or target")
+        if ctx.sums_coef is not None:  # d/dS of s²|S|²/(n − 1) is 2·S·s²/(n − 1)
+            diff_scaled = diff_scaled - ctx.sums_coef
         g_sums = diff_scaled * (-2.0 * grad).repeat(2)[None, :]  # (C, 2k): dℓ/d(unscaled sums)
         g_z = g_sums.index_select(0, y)  # (B, 2k): each row's class row
         gx, gf = _cos_sin_backward(zu, g_z, x, freqs, ctx.mm_dtype, ctx.needs_input_grad[:2])
-        return gx, gf, None, None, None
+        return gx, gf, None, None, None, None
 
 
 def cf_discrepancy(
@@ -217,17 +231,32 @@ def cf_discrepancy(
     freqs: torch.Tensor,
     target: torch.Tensor,
     class_weights: torch.Tensor | None,
+    unbiased: bool = False,
 ) -> torch.Tensor:
     """ℓ_i = Σ_c |Ẽ_{i,c} − E_{i,c}|² (k,), real and imaginary parts, between a released
     embedding ``target`` (2k, C) and a generated batch's ``batch_embedding(x, y, freqs,
     class_weights)``: the per-frequency distance the PEARL / DP-MERF losses weight. The same
     numbers as that composition, differentiable in x (and freqs) through one hand-written
     backward. Under a bf16 autocast the two products run in ``freqs``' dtype (pass a bf16
-    copy, as ``cf_features``); ℓ is float32 either way."""
+    copy, as ``cf_features``); ℓ is float32 either way.
+
+    ``unbiased``: the batch term |Ẽ_c|² as a U-statistic (Gretton et al., JMLR 2012, MMD²_u)
+    instead of the plug-in V-statistic, so E[ℓ_i] is the generator's own distance to the
+    release, |w_c φ_c − E_c|², not that plus the batch mean's variance w_c²(1/k − |φ_c|²)/n_c.
+    That variance is smallest for a generator whose samples of a class are all alike, so the
+    plug-in loss (the authors') rewards concentrated classes; with n_c = 10 rows a class it
+    weighs the self term by 1 − 1/n_c = 0.9. As every |z(x)_i|² is exactly 1/k, the U-statistic
+    is the plug-in ℓ plus s_c²(|S_c|² − n_c²)/(n_c − 1) a class, S_c the class's unscaled sum
+    (cos, sin) and s_c its scale; classes with fewer than 2 rows keep the plug-in term."""
     num_classes = target.shape[1]
+    counts = torch.bincount(y, minlength=num_classes)  # (C,)
     if class_weights is None:  # the plain batch mean: every row weighs 1/B
         row_scale = torch.full((num_classes,), 1.0 / x.shape[0], device=x.device)
     else:
-        counts = torch.bincount(y, minlength=num_classes).clamp_min(1)  # (C,)
-        row_scale = class_weights / counts.to(class_weights.dtype)  # (C,)
-    return _CFDiscrepancy.apply(x, freqs, y, row_scale, target.T.contiguous())
+        row_scale = class_weights / counts.clamp_min(1).to(class_weights.dtype)  # (C,)
+    self_coef = None
+    if unbiased:
+        scale_sq = row_scale.double() ** 2 / freqs.shape[0]  # s_c² (C,)
+        n = counts.double()
+        self_coef = torch.where(n >= 2, scale_sq / (n - 1).clamp_min(1), 0.0)  # (C,)
+    return _CFDiscrepancy.apply(x, freqs, y, row_scale, target.T.contiguous(), self_coef)

@@ -184,9 +184,11 @@ class EmbeddingMatcher(pl.LightningModule):
         critic_min_ess: float = 0.0,
         label_sampling: str = "balanced",
         g_ema: float = 0.0,
+        unbiased_loss: bool = False,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.unbiased_loss = bool(unbiased_loss)  # the batch term as a U-statistic (cf_loss)
         self.generator, self.critic = generator, critic
         # The exponential moving average of G's weights, sampled from when g_ema > 0:
         # post-processing of the trajectory (it never feeds back into training, so the
@@ -230,9 +232,12 @@ class EmbeddingMatcher(pl.LightningModule):
         return self.generator(code, labels).reshape(b, -1), labels  # (B, d), (B,)
 
     def cf_loss(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """λ Σ_i w_i Σ_c |Ẽ_{i,c} − E_G,{i,c}|² over real and imaginary parts."""
+        """λ Σ_i w_i Σ_c |Ẽ_{i,c} − E_G,{i,c}|² over real and imaginary parts (with
+        ``unbiased_loss``, the batch's own term |E_G|² as a U-statistic: ``cf_discrepancy``)."""
         weights = None if self.label_sampling == "random" else self.class_weights
-        per_freq = cf_discrepancy(x, y, self.projection_freqs(), self.target, weights)  # (k,)
+        per_freq = cf_discrepancy(
+            x, y, self.projection_freqs(), self.target, weights, unbiased=self.unbiased_loss
+        )  # (k,)
         return self.loss_scale * (w * per_freq).sum()
 
     def projection_freqs(self) -> torch.Tensor:
@@ -477,6 +482,7 @@ class EmbeddingMethod(Method):
         label_sampling: str = "balanced",
         g_ema: float = 0.0,
         ensemble: int = 1,
+        unbiased_loss: bool = False,
         sigma0_share: float = 0.05,
         sigma0_scale: float = 1.0,
         name: str | None = None,
@@ -500,6 +506,13 @@ class EmbeddingMethod(Method):
                 "release and sampled as an equal mixture, an integer ≥ 1 (1: one generator)."
             )
         self.ensemble = int(ensemble)
+        if not isinstance(unbiased_loss, bool):
+            raise ConfigError(
+                f"method.unbiased_loss: got {unbiased_loss!r}; allowed: true (the generated "
+                "batch's embedding term as a U-statistic) or false (the plug-in estimate, as "
+                "the authors of PEARL and DP-MERF)."
+            )
+        self.unbiased_loss = unbiased_loss
         # What the critic rule read from the release (post-processing), for metrics.json.
         self.release_diagnostics: dict[str, float] = {}
         if name is not None:  # a preset YAML over the same class names itself (one name each)
@@ -773,6 +786,7 @@ class EmbeddingMethod(Method):
             critic=self.make_critic(spec, release),
             label_sampling=self.label_sampling,
             g_ema=self.g_ema,
+            unbiased_loss=self.unbiased_loss,
             **self.critic_options(release),
         )
         with flush_denormals():  # post-processing: subnormals only cost time here
