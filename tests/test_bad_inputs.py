@@ -108,6 +108,11 @@ CASES = {
         ConfigError,
         "method.num_features (dpsynth_by_epsilon): privacy.epsilon 0.5 is below",
     ),
+    "unbiased_loss_not_a_bool": (
+        lambda t: ["method.unbiased_loss=maybe"],
+        ConfigError,
+        "method.unbiased_loss: got 'maybe'; allowed: true",
+    ),
     "truncated_idx": (_truncate_idx, DataError, "train-images-idx3-ubyte.gz"),
     "corrupted_celeba": (_corrupt_celeba, DataError, ".jpg"),
     "cache_dir_not_writable": (

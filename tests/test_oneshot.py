@@ -401,6 +401,78 @@ def test_cf_discrepancy_is_the_composed_loss_with_its_gradient(weights) -> None:
         cf_discrepancy(x, y, freqs, target.clone().requires_grad_(True), weights).sum().backward()
 
 
+@pytest.mark.parametrize("weights", [torch.tensor([0.2, 0.3, 0.5]).double(), None])
+def test_unbiased_cf_discrepancy_is_the_u_statistic(weights) -> None:
+    # Against a direct U-statistic over the batch's pairs of distinct rows: per frequency and
+    # class, |E_c|² − 2 Re⟨Ẽ_c, E_c⟩ + s_c² Σ_{j≠l} z_j·z_l with s_c the row scale (w_c / n_c, or
+    # 1/B for the plain batch mean); a class with one row (class 1 here) keeps the plug-in
+    # term. Its hand-written backward passes gradcheck.
+    torch.manual_seed(2)
+    k = 7
+    freqs = draw_frequencies(k, 5, 2.0, seed=0).double()
+    x = torch.rand(9, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 2, 2, 0, 1, 2, 2, 0, 2])
+    target = torch.randn(2 * k, 3, dtype=torch.float64) * 0.1  # (2k, C)
+    z = torch.cat([torch.cos(x @ freqs.T), torch.sin(x @ freqs.T)], 1) / math.sqrt(k)  # (9, 2k)
+    direct = torch.zeros(k, dtype=torch.float64)
+    for c in range(3):
+        rows = z[y == c]  # (n_c, 2k)
+        n = rows.shape[0]
+        s = weights[c] / n if weights is not None else 1.0 / 9
+        # Σ_{j≠l} z_j z_l: the squared sum less its j = l terms
+        pairs = rows.sum(0) ** 2 - (rows**2).sum(0) if n >= 2 else rows.sum(0) ** 2
+        scale = s**2 * (n / (n - 1) if n >= 2 else 1.0)  # U: n²/(n(n − 1)) of the pair sum
+        self_term = scale * pairs  # (2k,)
+        per = target[:, c] ** 2 - 2 * s * target[:, c] * rows.sum(0) + self_term  # (2k,)
+        direct = direct + per[:k] + per[k:]
+    ours = cf_discrepancy(x, y, freqs, target, weights, unbiased=True)
+    torch.testing.assert_close(ours, direct)
+    # the plug-in value exceeds it by the batch means' variance term (here, for 2+ rows)
+    plug_in = cf_discrepancy(x, y, freqs, target, weights)
+    assert torch.all(plug_in > ours)
+    g = torch.rand(k, dtype=torch.float64)
+    torch.testing.assert_close(
+        torch.autograd.grad(ours, x, g, retain_graph=True)[0],
+        torch.autograd.grad(direct, x, g)[0],
+    )
+    assert torch.autograd.gradcheck(
+        lambda xx: cf_discrepancy(xx, y, freqs, target, weights, unbiased=True), (x,)
+    )
+
+
+def test_unbiased_cf_discrepancy_has_the_population_mean() -> None:
+    # Batches drawn from a fixed pool per class: the U-statistic's mean over draws is the pool's
+    # own distance |E − w·φ|² per frequency (to Monte-Carlo error), the plug-in one's is that
+    # plus the batch means' variance, which rewards classes whose samples are all alike.
+    gen = torch.Generator().manual_seed(3)
+    k, d, n = 20, 4, 4
+    freqs = draw_frequencies(k, d, 1.0, seed=1).double()
+    pool = torch.randn(3, 30, d, generator=gen, dtype=torch.float64)  # (C, 30, d)
+    pool += torch.arange(3, dtype=torch.float64)[:, None, None]
+    w = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    phi = torch.stack(
+        [
+            batch_embedding(pool[c], torch.zeros(30, dtype=torch.long), freqs, None, 1)[:, 0]
+            for c in range(3)
+        ],
+        1,
+    )  # (2k, C)
+    target = phi * w + 0.01 * torch.randn(2 * k, 3, generator=gen, dtype=torch.float64)
+    diff = target - phi * w
+    exact = (diff[:k] ** 2 + diff[k:] ** 2).sum(1)  # (k,)
+    y = torch.arange(3 * n) % 3
+    draws = 4000
+    idx = torch.randint(0, 30, (draws, 3 * n), generator=gen)
+    u = torch.zeros(k, dtype=torch.float64)
+    v = torch.zeros(k, dtype=torch.float64)
+    for t in range(draws):
+        xb = pool[y, idx[t]]  # (3n, d)
+        u += cf_discrepancy(xb, y, freqs, target, w, unbiased=True) / draws
+        v += cf_discrepancy(xb, y, freqs, target, w) / draws
+    assert abs(float(u.sum() / exact.sum()) - 1) < 0.03
+    assert float(v.sum() / exact.sum()) > 3  # the plug-in's bias (~7× here), far outside it
+
+
 def test_random_label_sampling_uses_the_plain_batch_mean() -> None:
     freqs = draw_frequencies(7, 5, 2.0, seed=0)
     x, y = torch.rand(9, 5), torch.tensor([0, 0, 1, 2, 2, 2, 0, 1, 2])
@@ -512,6 +584,39 @@ def test_generator_ema_is_sampled_and_leaves_training_unchanged(tmp_path) -> Non
     assert not any(p.requires_grad for p in on.generator.parameters())  # the EMA copy
     x, _ = on.sample(30, seed=0)
     assert np.isfinite(x).all()
+
+
+def test_unbiased_loss_reaches_both_players_and_changes_the_generator(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # method.unbiased_loss is what every loss of the run computes, the generator's and the
+    # critic's (both call cf_loss), and it trains another generator on the same release.
+    import dpsynth.methods.oneshot as oneshot
+
+    data = _tiny_images()
+    opts = {"num_features": 16, "steps": 6, "batch_size": 12, "checkpoint_every": 0}
+    opts |= {"critic_every": 2, "critic_gate": None}  # no gate: the critic steps on any release
+    plain = PEARL(**opts)
+    rel = plain.release(data, PrivacySpec(1.0, 1e-5), _ctx(tmp_path))
+    off = plain.train(rel, data.spec, _ctx(tmp_path / "off"))
+    seen: list[bool] = []
+    original = oneshot.cf_discrepancy
+
+    def recording(*args, unbiased: bool = False):  # type: ignore[no-untyped-def]
+        seen.append(unbiased)
+        return original(*args, unbiased=unbiased)
+
+    monkeypatch.setattr(oneshot, "cf_discrepancy", recording)
+    method = PEARL(**opts, unbiased_loss=True)
+    on = method.train(rel, data.spec, _ctx(tmp_path / "on"))
+    assert len(seen) == 6 + 3 and all(seen)  # 6 generator steps, 3 critic steps
+    moved = [
+        not torch.equal(p, q)
+        for p, q in zip(on.generator.parameters(), off.generator.parameters(), strict=True)
+    ]
+    assert any(moved)
+    with pytest.raises(ConfigError, match=r"method.unbiased_loss: got 1; allowed: true"):
+        PEARL(unbiased_loss=1)  # type: ignore[arg-type]
 
 
 def test_generator_ema_outside_its_range_is_refused() -> None:

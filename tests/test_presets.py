@@ -166,6 +166,24 @@ def test_method_version_enters_the_config_id(
     assert config_id(relabelled) == before  # a label is not a result
 
 
+def test_a_late_method_key_at_its_old_value_keeps_the_run_id(tmp_path: Path) -> None:
+    """method.unbiased_loss came after runs were recorded: at false (what they computed) the
+    run id is the one it had without the key; true is another run."""
+    resolved = OmegaConf.to_container(compose_config(["method=pearl"], tmp_path), resolve=True)
+    assert resolved["method"]["unbiased_loss"] is False
+    before = config_id(resolved)
+    without = json.loads(json.dumps(resolved))
+    del without["method"]["unbiased_loss"]
+    assert config_id(without) == before
+    on = OmegaConf.to_container(
+        compose_config(["method=pearl", "method.unbiased_loss=true"], tmp_path), resolve=True
+    )
+    assert config_id(on) != before
+    assert build_method(
+        compose_config(["method=pearl", "method.unbiased_loss=true"], tmp_path)
+    ).unbiased_loss
+
+
 def test_tiny_run_records_version_and_preset(tiny_config, tmp_path: Path) -> None:
     """metrics.json records ``method_version``; config.json holds ``method.preset_selection``;
     the report reads both, and the one-shot release's ledger composes in the total cost."""
