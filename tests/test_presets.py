@@ -393,24 +393,96 @@ def test_by_epsilon_refuses_a_rule_without_a_value_for_the_budget(
         by_epsilon(epsilon, table)
 
 
-def test_pearl_ensemble_frequencies_follow_epsilon_by_its_yaml_rule(tmp_path: Path) -> None:
-    """k = 1,500 below ε 10 and 5,000 from ε 10 up, as the YAML writes it; the run id is the
-    resolved value's, so a run of the rule and the same run with ``num_features`` written out
-    (how the selection and study records ran) are one run."""
-    for eps, k in ((0.2, 1500), (1, 1500), (5, 1500), (10, 5000), (20, 5000)):
+def test_pearl_ensemble_frequencies_and_steps_follow_epsilon_by_its_yaml_rules(
+    tmp_path: Path,
+) -> None:
+    """k = 1,500 below ε 10 and 5,000 from ε 10 up, and 3,000 generator steps below ε 10 and
+    6,000 from ε 10 up, as the YAML writes them; the run id is the resolved values', so a run of
+    the rules and the same run with ``num_features`` and ``steps`` written out (how the selection
+    and study records ran) are one run."""
+    for eps, k, steps in (
+        (0.2, 1500, 3000),
+        (1, 1500, 3000),
+        (5, 1500, 3000),
+        (10, 5000, 6000),
+        (20, 5000, 6000),
+    ):
         cfg = compose_config(["method=pearl_ensemble", f"privacy.epsilon={eps}"], tmp_path)
-        assert build_method(cfg).num_features == k
+        method = build_method(cfg)
+        assert (method.num_features, method.steps) == (k, steps)
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        assert resolved["method"]["num_features"] == k
+        assert (resolved["method"]["num_features"], resolved["method"]["steps"]) == (k, steps)
         explicit = compose_config(
-            ["method=pearl_ensemble", f"privacy.epsilon={eps}", f"method.num_features={k}"],
+            [
+                "method=pearl_ensemble",
+                f"privacy.epsilon={eps}",
+                f"method.num_features={k}",
+                f"method.steps={steps}",
+            ],
             tmp_path,
         )
         assert config_id(OmegaConf.to_container(explicit, resolve=True)) == config_id(resolved)
-    # pearl keeps its one k at every ε
+    # pearl keeps its one k and its one step count at every ε
     for eps in (0.2, 10):
         cfg = compose_config(["method=pearl", f"privacy.epsilon={eps}"], tmp_path)
-        assert build_method(cfg).num_features == 1500
+        assert (build_method(cfg).num_features, build_method(cfg).steps) == (1500, 3000)
+
+
+def test_the_step_rule_is_what_both_proxies_picked_at_epsilon_10() -> None:
+    """The committed candidate records behind 6,000 steps at ε 10: each proxy's validation split
+    at its width (¼ for the MNIST proxy, the preset's; ⅛ for the Fashion-MNIST proxy, MNIST's
+    run.sh), k = 5,000, seeds 0 and 1, each pair on one release; all four pairs prefer 6,000.
+    The MNIST proxy's seed-0 pair is the first round's (one release for its k = 5,000 runs)."""
+    root = Path(__file__).parents[1] / "results/pearl_fmnist/selection_eps10"
+    pairs = {
+        ("mnist", 0): (root / "mnist", "scale0.25_k5000_s0", "steps6k_k5000_s0"),
+        ("mnist", 1): (root / "round2/mnist", "scale0.25_k5000_s1", "steps6k_k5000_s1"),
+        ("fashion_mnist", 0): (
+            root / "round2/fashion_mnist",
+            "scale0.125_k5000_s0",
+            "steps6k_k5000_s0",
+        ),
+        ("fashion_mnist", 1): (
+            root / "round2/fashion_mnist",
+            "scale0.125_k5000_s1",
+            "steps6k_k5000_s1",
+        ),
+    }
+    for (proxy, seed), (folder, short, long) in pairs.items():
+        acc, prints = {}, set()
+        for name, steps in ((short, 3000), (long, 6000)):
+            rec, cfg = candidate_record(folder / name, proxy, 10)
+            assert (cfg["seed"], cfg["method"]["num_features"]) == (seed, 5000)
+            assert cfg["method"]["sigma0_scale"] == (0.25 if proxy == "mnist" else 0.125)
+            assert cfg["method"]["steps"] == rec["diagnostics"]["train/steps"] == steps
+            assert rec["privacy"]["epsilon_spent"] <= 10
+            acc[steps] = rec["metrics"]["eval/acc_cnn"]
+            prints.add(rec["release"]["fingerprint"])
+        assert len(prints) == 1, (proxy, seed)  # paired: one release
+        assert acc[6000] > acc[3000], (proxy, seed, acc)
+
+
+def test_the_candidates_not_adopted_beside_the_step_rule(tmp_path: Path) -> None:
+    """Round 2's other candidates, on the same releases (README there): the U-statistic loss
+    splits its pairs on both proxies; a 20-dimensional code and a cosine schedule lose on both
+    at seed 0. None is in the preset."""
+    root = Path(__file__).parents[1] / "results/pearl_fmnist/selection_eps10/round2"
+    width = {"mnist": 0.25, "fashion_mnist": 0.125}
+    for proxy in ("mnist", "fashion_mnist"):
+
+        def acc(name: str, proxy: str = proxy) -> float:
+            rec, cfg = candidate_record(root / proxy / name, proxy, 10)
+            assert cfg["method"]["sigma0_scale"] == width[proxy]
+            return rec["metrics"]["eval/acc_cnn"]
+
+        base = {s: acc(f"scale{width[proxy]}_k5000_s{s}") for s in (0, 1)}
+        unbiased = {s: acc(f"unbiased_k5000_s{s}") for s in (0, 1)}
+        wins = {s for s in (0, 1) if unbiased[s] > base[s]}
+        assert len(wins) == 1, (proxy, base, unbiased)  # split: no winner
+        assert acc("code20_k5000_s0") < base[0] and acc("cosine_k5000_s0") < base[0]
+    cfg = compose_config(["method=pearl_ensemble", "privacy.epsilon=10"], tmp_path)
+    ens = OmegaConf.to_container(cfg.method, resolve=True)
+    assert (ens["unbiased_loss"], ens["code_dim"], ens["scheduler"]) == (False, 5, "constant")
 
 
 def test_the_frequency_rule_is_what_both_proxies_picked_at_epsilon_10() -> None:
