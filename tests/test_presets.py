@@ -470,16 +470,18 @@ def test_the_candidates_not_adopted_beside_the_step_rule(tmp_path: Path) -> None
     width = {"mnist": 0.25, "fashion_mnist": 0.125}
     for proxy in ("mnist", "fashion_mnist"):
 
-        def acc(name: str, proxy: str = proxy) -> float:
+        def acc(name: str, key: str, value: object, proxy: str = proxy) -> float:
             rec, cfg = candidate_record(root / proxy / name, proxy, 10)
             assert cfg["method"]["sigma0_scale"] == width[proxy]
+            assert cfg["method"][key] == value, (name, key)  # the candidate it says it is
             return rec["metrics"]["eval/acc_cnn"]
 
-        base = {s: acc(f"scale{width[proxy]}_k5000_s{s}") for s in (0, 1)}
-        unbiased = {s: acc(f"unbiased_k5000_s{s}") for s in (0, 1)}
+        base = {s: acc(f"scale{width[proxy]}_k5000_s{s}", "unbiased_loss", False) for s in (0, 1)}
+        unbiased = {s: acc(f"unbiased_k5000_s{s}", "unbiased_loss", True) for s in (0, 1)}
         wins = {s for s in (0, 1) if unbiased[s] > base[s]}
         assert len(wins) == 1, (proxy, base, unbiased)  # split: no winner
-        assert acc("code20_k5000_s0") < base[0] and acc("cosine_k5000_s0") < base[0]
+        assert acc("code20_k5000_s0", "code_dim", 20) < base[0]
+        assert acc("cosine_k5000_s0", "scheduler", "cosine") < base[0]
     cfg = compose_config(["method=pearl_ensemble", "privacy.epsilon=10"], tmp_path)
     ens = OmegaConf.to_container(cfg.method, resolve=True)
     assert (ens["unbiased_loss"], ens["code_dim"], ens["scheduler"]) == (False, 5, "constant")
