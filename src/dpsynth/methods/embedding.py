@@ -197,18 +197,13 @@ class _CFDiscrepancy(torch.autograd.Function):
         scale = (row_scale.to(zu.dtype) / math.sqrt(k))[:, None]  # (C, 1)
         diff = target.to(zu.dtype) - sums * scale  # (C, 2k)
         sq = diff.square()
+        ctx.sums_coef = None
         if self_coef is not None:
-            # + s_c²(|S_c|² − n_c²)/(n_c − 1): the V-statistic's self term s_c²|S_c|² becomes
-            # the U-statistic's (see cf_discrepancy); self_coef_c = s_c²/(n_c − 1), 0 if n_c < 2.
-            coef = self_coef.to(zu.dtype)[:, None]  # (C, 1)
-            sq.add_(sums.square() * coef)
-            ctx.sums_coef = sums * coef  # (C, 2k), for the backward
-        else:
-            ctx.sums_coef = None
+            # + s_c²|S_c|²/(n_c − 1), the U-statistic's extra self term (cf_discrepancy adds
+            # its constant part); self_coef_c = s_c²/(n_c − 1), 0 if n_c < 2.
+            ctx.sums_coef = sums * self_coef.to(zu.dtype)[:, None]  # (C, 2k), for the backward
+            sq.addcmul_(sums, ctx.sums_coef)
         per_freq = sq[:, :k].sum(dim=0) + sq[:, k:].sum(dim=0)  # (k,)
-        if self_coef is not None:  # the constant part, −Σ_c s_c² n_c²/(n_c − 1) a frequency
-            counts = torch.bincount(y, minlength=target.shape[0]).to(zu.dtype)  # (C,)
-            per_freq.sub_((self_coef.to(zu.dtype) * counts.square()).sum())
         ctx.save_for_backward(zu, x, freqs, y, diff.mul_(scale))  # (Ẽ − E)·scale
         return per_freq
 
@@ -254,9 +249,11 @@ def cf_discrepancy(
         row_scale = torch.full((num_classes,), 1.0 / x.shape[0], device=x.device)
     else:
         row_scale = class_weights / counts.clamp_min(1).to(class_weights.dtype)  # (C,)
-    self_coef = None
-    if unbiased:
-        scale_sq = row_scale.double() ** 2 / freqs.shape[0]  # s_c² (C,)
-        n = counts.double()
-        self_coef = torch.where(n >= 2, scale_sq / (n - 1).clamp_min(1), 0.0)  # (C,)
-    return _CFDiscrepancy.apply(x, freqs, y, row_scale, target.T.contiguous(), self_coef)
+    if not unbiased:
+        return _CFDiscrepancy.apply(x, freqs, y, row_scale, target.T.contiguous(), None)
+    scale_sq = row_scale.double() ** 2 / freqs.shape[0]  # s_c² (C,)
+    n = counts.double()
+    self_coef = torch.where(n >= 2, scale_sq / (n - 1).clamp_min(1), 0.0)  # (C,)
+    per_freq = _CFDiscrepancy.apply(x, freqs, y, row_scale, target.T.contiguous(), self_coef)
+    # the constant part of s_c²(|S_c|² − n_c²)/(n_c − 1), the same at every frequency
+    return per_freq - (self_coef * n.square()).sum().to(per_freq.dtype)
