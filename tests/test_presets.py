@@ -393,46 +393,84 @@ def test_by_epsilon_refuses_a_rule_without_a_value_for_the_budget(
         by_epsilon(epsilon, table)
 
 
-def test_pearl_ensemble_frequencies_and_steps_follow_epsilon_by_its_yaml_rules(
+def test_pearl_ensemble_frequencies_and_batch_follow_epsilon_by_its_yaml_rules(
     tmp_path: Path,
 ) -> None:
-    """k = 1,500 below ε 10 and 5,000 from ε 10 up, and 3,000 generator steps below ε 10 and
-    6,000 from ε 10 up, as the YAML writes them; the run id is the resolved values', so a run of
-    the rules and the same run with ``num_features`` and ``steps`` written out (how the selection
-    and study records ran) are one run."""
-    for eps, k, steps in (
-        (0.2, 1500, 3000),
-        (1, 1500, 3000),
-        (5, 1500, 3000),
-        (10, 5000, 6000),
-        (20, 5000, 6000),
+    """k = 1,500 below ε 10 and 5,000 from ε 10 up, and a generator batch of 100 below ε 10 and
+    300 from ε 10 up (3,000 steps at every ε), as the YAML writes them; the run id is the
+    resolved values', so a run of the rules and the same run with ``num_features``,
+    ``batch_size`` and ``steps`` written out (how the selection and study records ran) are one
+    run."""
+    for eps, k, batch in (
+        (0.2, 1500, 100),
+        (1, 1500, 100),
+        (5, 1500, 100),
+        (10, 5000, 300),
+        (20, 5000, 300),
     ):
         cfg = compose_config(["method=pearl_ensemble", f"privacy.epsilon={eps}"], tmp_path)
         method = build_method(cfg)
-        assert (method.num_features, method.steps) == (k, steps)
+        assert (method.num_features, method.batch_size, method.steps) == (k, batch, 3000)
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        assert (resolved["method"]["num_features"], resolved["method"]["steps"]) == (k, steps)
+        got = tuple(resolved["method"][key] for key in ("num_features", "batch_size", "steps"))
+        assert got == (k, batch, 3000)
         explicit = compose_config(
             [
                 "method=pearl_ensemble",
                 f"privacy.epsilon={eps}",
                 f"method.num_features={k}",
-                f"method.steps={steps}",
+                f"method.batch_size={batch}",
+                "method.steps=3000",
             ],
             tmp_path,
         )
         assert config_id(OmegaConf.to_container(explicit, resolve=True)) == config_id(resolved)
-    # pearl keeps its one k and its one step count at every ε
+    # pearl keeps its one k, batch and step count at every ε
     for eps in (0.2, 10):
-        cfg = compose_config(["method=pearl", f"privacy.epsilon={eps}"], tmp_path)
-        assert (build_method(cfg).num_features, build_method(cfg).steps) == (1500, 3000)
+        method = build_method(compose_config(["method=pearl", f"privacy.epsilon={eps}"], tmp_path))
+        assert (method.num_features, method.batch_size, method.steps) == (1500, 100, 3000)
 
 
-def test_the_step_rule_is_what_both_proxies_picked_at_epsilon_10() -> None:
-    """The committed candidate records behind 6,000 steps at ε 10: each proxy's validation split
-    at its width (¼ for the MNIST proxy, the preset's; ⅛ for the Fashion-MNIST proxy, MNIST's
-    run.sh), k = 5,000, seeds 0 and 1, each pair on one release; all four pairs prefer 6,000.
-    The MNIST proxy's seed-0 pair is the first round's (one release for its k = 5,000 runs)."""
+def test_the_batch_rule_is_what_both_proxies_picked_at_epsilon_10() -> None:
+    """The committed candidate records behind batch 300 × 3,000 steps at ε 10, against the
+    6,000-step rule at batch 100 it replaced and against batch 100 × 3,000 steps: each proxy's
+    validation split at its width (¼ for the MNIST proxy, ⅛ for the Fashion-MNIST proxy),
+    k = 5,000, seeds 0 and 1, each seed's three runs on one release; all four seeds prefer
+    batch 300 to both."""
+    root = Path(__file__).parents[1] / "results/pearl_fmnist/selection_eps10"
+    width = {"mnist": 0.25, "fashion_mnist": 0.125}
+    long_runs = {
+        "mnist": root / "round3/mnist",  # round 2's seed-0 release had no 6,000-step run
+        "fashion_mnist": root / "round2/fashion_mnist",
+    }
+    for proxy in ("mnist", "fashion_mnist"):
+        for seed in (0, 1):
+            runs = {
+                (100, 3000): root / "round2" / proxy / f"scale{width[proxy]}_k5000_s{seed}",
+                (100, 6000): (long_runs[proxy] if seed == 0 else root / "round2" / proxy)
+                / f"steps6k_k5000_s{seed}",
+                (300, 3000): root / "round3" / proxy / f"b300_k5000_s{seed}",
+            }
+            acc, prints = {}, set()
+            for (batch, steps), folder in runs.items():
+                rec, cfg = candidate_record(folder, proxy, 10)
+                assert (cfg["seed"], cfg["method"]["num_features"]) == (seed, 5000)
+                assert cfg["method"]["sigma0_scale"] == width[proxy]
+                assert cfg["method"]["batch_size"] == batch
+                assert cfg["method"]["steps"] == rec["diagnostics"]["train/steps"] == steps
+                assert rec["privacy"]["epsilon_spent"] <= 10
+                acc[batch, steps] = rec["metrics"]["eval/acc_cnn"]
+                prints.add(rec["release"]["fingerprint"])
+            assert len(prints) == 1, (proxy, seed)  # paired: one release
+            assert acc[300, 3000] > max(acc[100, 3000], acc[100, 6000]), (proxy, seed, acc)
+
+
+def test_the_superseded_step_rule_was_what_both_proxies_picked_then() -> None:
+    """The records behind 6,000 steps at ε 10 (the rule before the batch rule above): each
+    proxy's validation split at its width (¼ for the MNIST proxy, the preset's; ⅛ for the
+    Fashion-MNIST proxy, MNIST's run.sh), k = 5,000, seeds 0 and 1, each pair on one release;
+    all four pairs preferred 6,000. The MNIST proxy's seed-0 pair is the first round's (one
+    release for its k = 5,000 runs)."""
     root = Path(__file__).parents[1] / "results/pearl_fmnist/selection_eps10"
     pairs = {
         ("mnist", 0): (root / "mnist", "scale0.25_k5000_s0", "steps6k_k5000_s0"),
