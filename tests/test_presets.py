@@ -84,6 +84,31 @@ def candidate_record(
     return rec, cfg
 
 
+#: Each proxy's kernel width in the ε 10 selections: ¼ for the MNIST proxy (the preset's), ⅛ for
+#: the Fashion-MNIST proxy (MNIST's run.sh).
+PROXY_WIDTH = {"mnist": 0.25, "fashion_mnist": 0.125}
+
+
+def paired_eps10_candidates(
+    runs: dict[tuple[int, int], Path], proxy: str, seed: int
+) -> dict[tuple[int, int], tuple[float, dict]]:
+    """The ε 10, k = 5,000 candidate records ``runs`` ((batch, steps) → folder) of one proxy
+    and seed, each checked for its seed, width, the steps it trained and its ε, and all on one
+    release (a paired comparison); (batch, steps) → (CNN accuracy, config)."""
+    out, prints = {}, set()
+    for key, folder in runs.items():
+        steps = key[1]
+        rec, cfg = candidate_record(folder, proxy, 10)
+        assert (cfg["seed"], cfg["method"]["num_features"]) == (seed, 5000)
+        assert cfg["method"]["sigma0_scale"] == PROXY_WIDTH[proxy]
+        assert cfg["method"]["steps"] == rec["diagnostics"]["train/steps"] == steps
+        assert rec["privacy"]["epsilon_spent"] <= 10
+        out[key] = (rec["metrics"]["eval/acc_cnn"], cfg)
+        prints.add(rec["release"]["fingerprint"])
+    assert len(prints) == 1, (proxy, seed)  # paired: one release
+    return out
+
+
 def test_pearl_tuned_is_pearl_plus_the_proxy_choice(tmp_path: Path) -> None:
     tuned = method_config("pearl_tuned", tmp_path)
     assert tuned.pop("preset_selection") == "proxy:mnist"
@@ -438,7 +463,6 @@ def test_the_batch_rule_is_what_both_proxies_picked_at_epsilon_10() -> None:
     k = 5,000, seeds 0 and 1, each seed's three runs on one release; all four seeds prefer
     batch 300 to both."""
     root = Path(__file__).parents[1] / "results/pearl_fmnist/selection_eps10"
-    width = {"mnist": 0.25, "fashion_mnist": 0.125}
     long_runs = {
         "mnist": root / "round3/mnist",  # round 2's seed-0 release had no 6,000-step run
         "fashion_mnist": root / "round2/fashion_mnist",
@@ -446,22 +470,15 @@ def test_the_batch_rule_is_what_both_proxies_picked_at_epsilon_10() -> None:
     for proxy in ("mnist", "fashion_mnist"):
         for seed in (0, 1):
             runs = {
-                (100, 3000): root / "round2" / proxy / f"scale{width[proxy]}_k5000_s{seed}",
+                (100, 3000): root / "round2" / proxy / f"scale{PROXY_WIDTH[proxy]}_k5000_s{seed}",
                 (100, 6000): (long_runs[proxy] if seed == 0 else root / "round2" / proxy)
                 / f"steps6k_k5000_s{seed}",
                 (300, 3000): root / "round3" / proxy / f"b300_k5000_s{seed}",
             }
-            acc, prints = {}, set()
-            for (batch, steps), folder in runs.items():
-                rec, cfg = candidate_record(folder, proxy, 10)
-                assert (cfg["seed"], cfg["method"]["num_features"]) == (seed, 5000)
-                assert cfg["method"]["sigma0_scale"] == width[proxy]
+            checked = paired_eps10_candidates(runs, proxy, seed)
+            for (batch, _), (_, cfg) in checked.items():
                 assert cfg["method"]["batch_size"] == batch
-                assert cfg["method"]["steps"] == rec["diagnostics"]["train/steps"] == steps
-                assert rec["privacy"]["epsilon_spent"] <= 10
-                acc[batch, steps] = rec["metrics"]["eval/acc_cnn"]
-                prints.add(rec["release"]["fingerprint"])
-            assert len(prints) == 1, (proxy, seed)  # paired: one release
+            acc = {key: value for key, (value, _) in checked.items()}
             assert acc[300, 3000] > max(acc[100, 3000], acc[100, 6000]), (proxy, seed, acc)
 
 
@@ -487,16 +504,11 @@ def test_the_superseded_step_rule_was_what_both_proxies_picked_then() -> None:
         ),
     }
     for (proxy, seed), (folder, short, long) in pairs.items():
-        acc, prints = {}, set()
-        for name, steps in ((short, 3000), (long, 6000)):
-            rec, cfg = candidate_record(folder / name, proxy, 10)
-            assert (cfg["seed"], cfg["method"]["num_features"]) == (seed, 5000)
-            assert cfg["method"]["sigma0_scale"] == (0.25 if proxy == "mnist" else 0.125)
-            assert cfg["method"]["steps"] == rec["diagnostics"]["train/steps"] == steps
-            assert rec["privacy"]["epsilon_spent"] <= 10
-            acc[steps] = rec["metrics"]["eval/acc_cnn"]
-            prints.add(rec["release"]["fingerprint"])
-        assert len(prints) == 1, (proxy, seed)  # paired: one release
+        runs = {(100, 3000): folder / short, (100, 6000): folder / long}
+        acc = {
+            steps: value
+            for (_, steps), (value, _) in paired_eps10_candidates(runs, proxy, seed).items()
+        }
         assert acc[6000] > acc[3000], (proxy, seed, acc)
 
 
@@ -505,16 +517,17 @@ def test_the_candidates_not_adopted_beside_the_step_rule(tmp_path: Path) -> None
     splits its pairs on both proxies; a 20-dimensional code and a cosine schedule lose on both
     at seed 0. None is in the preset."""
     root = Path(__file__).parents[1] / "results/pearl_fmnist/selection_eps10/round2"
-    width = {"mnist": 0.25, "fashion_mnist": 0.125}
     for proxy in ("mnist", "fashion_mnist"):
 
         def acc(name: str, key: str, value: object, proxy: str = proxy) -> float:
             rec, cfg = candidate_record(root / proxy / name, proxy, 10)
-            assert cfg["method"]["sigma0_scale"] == width[proxy]
+            assert cfg["method"]["sigma0_scale"] == PROXY_WIDTH[proxy]
             assert cfg["method"][key] == value, (name, key)  # the candidate it says it is
             return rec["metrics"]["eval/acc_cnn"]
 
-        base = {s: acc(f"scale{width[proxy]}_k5000_s{s}", "unbiased_loss", False) for s in (0, 1)}
+        base = {
+            s: acc(f"scale{PROXY_WIDTH[proxy]}_k5000_s{s}", "unbiased_loss", False) for s in (0, 1)
+        }
         unbiased = {s: acc(f"unbiased_k5000_s{s}", "unbiased_loss", True) for s in (0, 1)}
         wins = {s for s in (0, 1) if unbiased[s] > base[s]}
         assert len(wins) == 1, (proxy, base, unbiased)  # split: no winner

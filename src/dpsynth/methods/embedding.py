@@ -249,11 +249,12 @@ def cf_discrepancy(
         row_scale = torch.full((num_classes,), 1.0 / x.shape[0], device=x.device)
     else:
         row_scale = class_weights / counts.clamp_min(1).to(class_weights.dtype)  # (C,)
-    if not unbiased:
-        return _CFDiscrepancy.apply(x, freqs, y, row_scale, target.T.contiguous(), None)
-    scale_sq = row_scale.double() ** 2 / freqs.shape[0]  # s_c² (C,)
-    n = counts.double()
-    self_coef = torch.where(n >= 2, scale_sq / (n - 1).clamp_min(1), 0.0)  # (C,)
+    self_coef, constant = None, 0.0
+    if unbiased:
+        scale_sq = row_scale.double() ** 2 / freqs.shape[0]  # s_c² (C,)
+        n = counts.double()
+        self_coef = torch.where(n >= 2, scale_sq / (n - 1).clamp_min(1), 0.0)  # (C,)
+        # the constant part of s_c²(|S_c|² − n_c²)/(n_c − 1), the same at every frequency
+        constant = (self_coef * n.square()).sum()
     per_freq = _CFDiscrepancy.apply(x, freqs, y, row_scale, target.T.contiguous(), self_coef)
-    # the constant part of s_c²(|S_c|² − n_c²)/(n_c − 1), the same at every frequency
-    return per_freq - (self_coef * n.square()).sum().to(per_freq.dtype)
+    return per_freq - constant.to(per_freq.dtype) if unbiased else per_freq
